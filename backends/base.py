@@ -1,0 +1,92 @@
+"""The backend contract: what a worker may ask of a store, a batch at a time.
+
+Entries cross this contract already encoded (the JSON document of :mod:`kvrt.entry`), and
+expiry is absolute (seconds since the epoch), so a backend neither serialises values nor reads
+the clock to decide what a TTL meant. Everything about time, failure and concurrency lives in the
+runtime; a backend is plain code that does one batch against its store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+
+class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
+    """What a backend can do, read once by the runtime when it spawns the backend's worker."""
+
+    native_ttl: bool = False
+    """The store expires entries itself; without it the runtime schedules :meth:`Backend.cull`."""
+    max_batch: int = 1024
+    """The most keys the worker merges into one call (a single larger request still goes whole)."""
+    keys: bool = False
+    """The backend implements :meth:`Backend.keys`."""
+    collections: bool = False
+    """The backend implements :meth:`Backend.collections`."""
+    destroy: bool = False
+    """The backend implements :meth:`Backend.destroy`."""
+    destroy_collection: bool = False
+    """The backend implements :meth:`Backend.destroy_collection`."""
+    cull: bool = False
+    """The backend implements :meth:`Backend.cull`."""
+
+
+class Backend:
+    """Base class of every backend; subclasses override what their :attr:`capabilities` declare.
+
+    Keys in one call may repeat: a later put of the same key wins, a later delete of it finds
+    nothing. Calls come from one worker, one at a time, so a backend needs no locking of its own.
+    """
+
+    name: str = "backend"
+    """Default name of the worker that runs this backend."""
+    capabilities: Capabilities = Capabilities()
+
+    async def open(self) -> None:
+        """Create the client and its connection pool (called again after a transient failure)."""
+
+    async def close(self) -> None:
+        """Release the client; :meth:`open` may follow."""
+
+    async def get_many(self, collection: str, keys: Sequence[str]) -> list[bytes | None]:
+        """Return the stored document of each key, ``None`` where there is none."""
+        raise NotImplementedError
+
+    async def put_many(
+        self,
+        collection: str,
+        keys: Sequence[str],
+        entries: Sequence[bytes],
+        expires_at: Sequence[float | None],
+    ) -> None:
+        """Store each entry under its key, to expire at its ``expires_at`` (epoch seconds, if not ``None``)."""
+        raise NotImplementedError
+
+    async def delete_many(self, collection: str, keys: Sequence[str]) -> list[bool]:
+        """Remove each key; ``True`` for each where a live entry was removed."""
+        raise NotImplementedError
+
+    async def cull(self, budget: int) -> int:
+        """Remove up to ``budget`` expired entries; return how many (fewer than ``budget`` means none are left)."""
+        raise NotImplementedError
+
+    async def keys(self, collection: str, limit: int | None) -> list[str]:
+        """Return the live keys of ``collection``, all of them when ``limit`` is ``None``."""
+        raise NotImplementedError
+
+    async def collections(self, limit: int | None) -> list[str]:
+        """Return the names of collections that hold entries."""
+        raise NotImplementedError
+
+    async def destroy(self) -> bool:
+        """Remove everything this backend holds for kvrt (never more); ``True`` if anything was removed."""
+        raise NotImplementedError
+
+    async def destroy_collection(self, collection: str) -> bool:
+        """Remove every entry of ``collection``; ``True`` if anything was removed."""
+        raise NotImplementedError
+
+    def is_transient(self, error: BaseException) -> bool:
+        """Whether ``error`` is worth a reconnect and a retry (a dropped connection, a timeout)."""
+        return False

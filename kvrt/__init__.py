@@ -1,0 +1,22 @@
+"""kvrt: a runtime for async key-value stores.
+
+Each backend runs as a supervised worker actor that owns its driver; client handles implement the
+``AsyncKeyValue`` protocol and send it encoded requests over bounded in-memory streams. Retry,
+deadlines, backpressure and TTL culling are how the runtime schedules its workers.
+"""
+
+from kvrt.entry import DEFAULT_COLLECTION
+from kvrt.handle import Handle
+from kvrt.policies import CullPolicy, MailboxPolicy, RestartPolicy
+from kvrt.runtime import Runtime
+from kvrt.stats import WorkerStats
+
+__all__ = [
+    "DEFAULT_COLLECTION",
+    "CullPolicy",
+    "Handle",
+    "MailboxPolicy",
+    "RestartPolicy",
+    "Runtime",
+    "WorkerStats",
+]

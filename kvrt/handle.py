@@ -1,0 +1,328 @@
+"""The client handle: ``AsyncKeyValue`` for application code, backed by a worker actor.
+
+A call is checked and encoded here, in the caller's task, so a bad key, value or TTL is reported at
+the call and nothing reaches the mailbox. The handle then sends one frame, waits for its reply slot,
+and decodes what the worker found. It never touches a driver.
+
+A handle offers an optional segment (``keys``, ``collections``, ``destroy``, ``destroy_collection``,
+``cull``) only when its backend can do it: :func:`handle_class` composes the class from the segment
+classes below, so ``isinstance`` checks against the segment protocols are truthful.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, SupportsFloat
+
+import anyio
+
+from kvrt import frames
+from kvrt.entry import (
+    Entry,
+    check_key,
+    check_keys,
+    check_ttl,
+    collection_name,
+    decode_entry,
+    encode_entry,
+    encode_value,
+    stamp,
+)
+from kvrt.errors import BackendUnavailableError, DeadlineExceededError, RuntimeClosedError
+from kvrt.frames import AnyRequest, Collections, Cull, Delete, Destroy, DestroyCollection, Get, Keys, Put
+from kvrt.reply import ReplySlot
+
+if TYPE_CHECKING:
+    from kvrt.backends.base import Capabilities
+    from kvrt.worker import Worker
+
+
+class Handle:
+    """An ``AsyncKeyValue`` whose calls are served by one worker of a :class:`~kvrt.Runtime`.
+
+    Get one from ``await runtime.spawn(backend)``. Handles are cheap; any number of tasks may share
+    one. ``request_timeout`` (seconds) bounds each call: a request still queued when it passes is never sent
+    to the backend, and the caller gets :class:`~kvrt.errors.DeadlineExceededError`.
+    """
+
+    __slots__ = ("_default_collection", "_new_event", "_send", "_timeout", "_worker", "name")
+
+    def __init__(
+        self,
+        worker: Worker,
+        *,
+        new_event: Callable[[], anyio.Event],
+        default_collection: str,
+        request_timeout: float | None = None,
+    ) -> None:
+        self.name = worker.name
+        self._worker = worker
+        self._send = worker.send_stream
+        self._new_event = new_event
+        self._default_collection = default_collection
+        self._timeout = request_timeout
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} on {type(self._worker.backend).__name__}>"
+
+    async def _call(self, request: AnyRequest) -> Any:
+        """Send ``request`` to the worker and return its reply (or raise its error)."""
+        slot = ReplySlot(self._new_event())
+        item = (frames.encode(request), slot)
+        try:
+            self._send.send_nowait(item)
+        except anyio.WouldBlock:
+            await self._send_waiting(item)
+        except anyio.ClosedResourceError:
+            raise RuntimeClosedError("The runtime is closed.", backend=self.name) from None
+        except anyio.BrokenResourceError:
+            raise self._unavailable() from None
+        if self._timeout is None:
+            try:
+                await slot.wait()
+            except BaseException:
+                slot.withdrawn = True
+                raise
+        else:
+            try:
+                with anyio.fail_after(self._timeout):
+                    await slot.wait()
+            except TimeoutError:
+                if slot.done and slot.error is not None:
+                    raise
+                slot.withdrawn = True
+                raise DeadlineExceededError(f"No reply within {self._timeout} s.", backend=self.name) from None
+            except BaseException:
+                slot.withdrawn = True
+                raise
+        return slot.result
+
+    async def _send_waiting(self, item: tuple[bytes, ReplySlot]) -> None:
+        """Wait for room in a full mailbox (backpressure), then send."""
+        try:
+            await self._send.send(item)
+        except anyio.ClosedResourceError:
+            raise RuntimeClosedError("The runtime is closed.", backend=self.name) from None
+        except anyio.BrokenResourceError:
+            raise self._unavailable() from None
+
+    def _unavailable(self) -> Exception:
+        if self._worker.state == "unavailable":
+            return BackendUnavailableError("Its supervisor gave up on the backend.", backend=self.name)
+        return RuntimeClosedError("The runtime is closed.", backend=self.name)
+
+    def _deadline(self) -> float | None:
+        return None if self._timeout is None else time.monotonic() + self._timeout
+
+    def _read(self, found: bytes | None, collection: str, key: str, now: float) -> Entry | None:
+        """Decode a found document; ``None`` when missing or expired, whatever the backend thought."""
+        if found is None:
+            return None
+        entry = decode_entry(found, backend=self.name, collection=collection, key=key)
+        expires = entry[1]
+        if expires is not None and expires <= now:
+            return None
+        return entry
+
+    async def get(self, key: str, *, collection: str | None = None) -> dict[str, Any] | None:
+        """Return the value stored under ``key``, or ``None`` when missing or expired."""
+        collection = collection_name(collection, self._default_collection)
+        key = check_key(key)
+        (found,) = await self._call(Get(self._deadline(), collection, [key]))
+        entry = self._read(found, collection, key, time.time())
+        return None if entry is None else entry[0]
+
+    async def get_many(self, keys: Sequence[str], *, collection: str | None = None) -> list[dict[str, Any] | None]:
+        """Return the values of ``keys``, in order, ``None`` for each miss."""
+        collection = collection_name(collection, self._default_collection)
+        checked = check_keys(keys)
+        if not checked:
+            return []
+        found = await self._call(Get(self._deadline(), collection, checked))
+        now = time.time()
+        values: list[dict[str, Any] | None] = []
+        for key, document in zip(checked, found, strict=True):
+            entry = self._read(document, collection, key, now)
+            values.append(None if entry is None else entry[0])
+        return values
+
+    async def ttl(self, key: str, *, collection: str | None = None) -> tuple[dict[str, Any] | None, float | None]:
+        """Return ``(value, seconds_left)``: ``(value, None)`` if it never expires, ``(None, None)`` if missing."""
+        collection = collection_name(collection, self._default_collection)
+        key = check_key(key)
+        (found,) = await self._call(Get(self._deadline(), collection, [key]))
+        now = time.time()
+        entry = self._read(found, collection, key, now)
+        return _with_ttl(entry, now)
+
+    async def ttl_many(
+        self, keys: Sequence[str], *, collection: str | None = None
+    ) -> list[tuple[dict[str, Any] | None, float | None]]:
+        """Return ``(value, seconds_left)`` for each of ``keys``, in order."""
+        collection = collection_name(collection, self._default_collection)
+        checked = check_keys(keys)
+        if not checked:
+            return []
+        found = await self._call(Get(self._deadline(), collection, checked))
+        now = time.time()
+        pairs: list[tuple[dict[str, Any] | None, float | None]] = []
+        for key, document in zip(checked, found, strict=True):
+            entry = self._read(document, collection, key, now)
+            pairs.append(_with_ttl(entry, now))
+        return pairs
+
+    async def put(
+        self,
+        key: str,
+        value: Mapping[str, Any],
+        *,
+        collection: str | None = None,
+        ttl: SupportsFloat | None = None,
+    ) -> None:
+        """Store ``value`` under ``key``, replacing what was there; it expires ``ttl`` seconds from now if given."""
+        collection = collection_name(collection, self._default_collection)
+        key = check_key(key)
+        when = stamp(check_ttl(ttl))
+        entry = encode_entry(key, collection, encode_value(value), when)
+        await self._call(Put(self._deadline(), collection, [key], [entry], when.expires_epoch))
+
+    async def put_many(
+        self,
+        keys: Sequence[str],
+        values: Sequence[Mapping[str, Any]],
+        *,
+        collection: str | None = None,
+        ttl: SupportsFloat | None = None,
+    ) -> None:
+        """Store each value under its key, all with one TTL; nothing is stored if any of them is refused."""
+        collection = collection_name(collection, self._default_collection)
+        checked = check_keys(keys)
+        if isinstance(values, Mapping) or not isinstance(values, Sequence):
+            raise TypeError(f"values must be a sequence of mappings, not {type(values).__name__}")
+        if len(checked) != len(values):
+            raise ValueError(f"put_many got {len(checked)} keys and {len(values)} values")
+        when = stamp(check_ttl(ttl))
+        entries = [
+            encode_entry(key, collection, encode_value(value), when) for key, value in zip(checked, values, strict=True)
+        ]
+        if entries:
+            await self._call(Put(self._deadline(), collection, checked, entries, when.expires_epoch))
+
+    async def delete(self, key: str, *, collection: str | None = None) -> bool:
+        """Remove ``key``; ``True`` if a live entry was removed."""
+        collection = collection_name(collection, self._default_collection)
+        key = check_key(key)
+        (removed,) = await self._call(Delete(self._deadline(), collection, [key]))
+        return bool(removed)
+
+    async def delete_many(self, keys: Sequence[str], *, collection: str | None = None) -> int:
+        """Remove ``keys``; return how many live entries were removed."""
+        collection = collection_name(collection, self._default_collection)
+        checked = check_keys(keys)
+        if not checked:
+            return 0
+        removed: list[bool] = await self._call(Delete(self._deadline(), collection, checked))
+        return sum(removed)
+
+
+def _with_ttl(entry: Entry | None, now: float) -> tuple[dict[str, Any] | None, float | None]:
+    if entry is None:
+        return (None, None)
+    value, expires = entry
+    return (value, None if expires is None else expires - now)
+
+
+def _check_limit(limit: int | None) -> int | None:
+    if limit is None:
+        return None
+    if type(limit) is not int:
+        raise TypeError(f"limit must be an int or None, not {type(limit).__name__}")
+    if limit < 0:
+        raise ValueError("limit must not be negative")
+    return limit
+
+
+class KeysSegment(Handle):
+    """The ``keys`` segment of a handle."""
+
+    __slots__ = ()
+
+    async def keys(self, collection: str | None = None, *, limit: int | None = None) -> list[str]:
+        """Return the live keys of ``collection``: all of them, or the first ``limit``."""
+        collection = collection_name(collection, self._default_collection)
+        limit = _check_limit(limit)
+        if limit == 0:
+            return []
+        names: list[str] = await self._call(Keys(self._deadline(), collection, limit))
+        return names
+
+
+class CollectionsSegment(Handle):
+    """The ``collections`` segment of a handle."""
+
+    __slots__ = ()
+
+    async def collections(self, *, limit: int | None = None) -> list[str]:
+        """Return the names of the collections that hold entries."""
+        limit = _check_limit(limit)
+        if limit == 0:
+            return []
+        names: list[str] = await self._call(Collections(self._deadline(), limit))
+        return names
+
+
+class DestroySegment(Handle):
+    """The ``destroy`` segment of a handle."""
+
+    __slots__ = ()
+
+    async def destroy(self) -> bool:
+        """Remove every entry the backend holds for kvrt; ``True`` if anything was removed."""
+        removed: bool = await self._call(Destroy(self._deadline()))
+        return removed
+
+
+class DestroyCollectionSegment(Handle):
+    """The ``destroy_collection`` segment of a handle."""
+
+    __slots__ = ()
+
+    async def destroy_collection(self, collection: str) -> bool:
+        """Remove every entry of ``collection``; ``True`` if anything was removed."""
+        collection = collection_name(collection, self._default_collection)
+        removed: bool = await self._call(DestroyCollection(self._deadline(), collection))
+        return removed
+
+
+class CullSegment(Handle):
+    """The ``cull`` segment of a handle."""
+
+    __slots__ = ()
+
+    async def cull(self) -> None:
+        """Remove every expired entry now (the runtime also does this in the background)."""
+        await self._call(Cull(self._deadline()))
+
+
+_SEGMENTS: dict[str, type[Handle]] = {
+    "collections": CollectionsSegment,
+    "cull": CullSegment,
+    "destroy": DestroySegment,
+    "destroy_collection": DestroyCollectionSegment,
+    "keys": KeysSegment,
+}
+
+
+def handle_class(capabilities: Capabilities) -> type[Handle]:
+    """Return the handle class offering exactly the optional segments ``capabilities`` declares."""
+    return _composed(frozenset(name for name in _SEGMENTS if getattr(capabilities, name)))
+
+
+@functools.cache
+def _composed(segments: frozenset[str]) -> type[Handle]:
+    if not segments:
+        return Handle
+    bases = tuple(_SEGMENTS[name] for name in sorted(segments))
+    return type("Handle", bases, {"__slots__": (), "__doc__": Handle.__doc__})

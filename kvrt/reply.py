@@ -1,0 +1,47 @@
+"""The reply slot: where a worker leaves the answer to one request, and wakes the one caller waiting."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+
+
+class ReplySlot:
+    """One request's answer: a result or an error, and an event that says it has arrived.
+
+    A caller that stops waiting (cancelled, or past its deadline) marks its slot ``withdrawn``, and
+    the worker then never sends that request to the backend. ``attempts`` counts how often the
+    request's batch failed transiently, against the restart policy's retry budget.
+    """
+
+    __slots__ = ("_event", "attempts", "error", "result", "withdrawn")
+
+    def __init__(self, event: anyio.Event) -> None:
+        self._event = event
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.withdrawn = False
+        self.attempts = 0
+
+    def resolve(self, result: Any) -> None:
+        """Deliver ``result`` and wake the caller."""
+        self.result = result
+        self._event.set()
+
+    def fail(self, error: BaseException) -> None:
+        """Deliver ``error`` (raised in the caller) and wake the caller."""
+        self.error = error
+        self._event.set()
+
+    @property
+    def done(self) -> bool:
+        """Whether an answer has been delivered."""
+        return self._event.is_set()
+
+    async def wait(self) -> Any:
+        """Wait for the answer: return the result or raise the error."""
+        await self._event.wait()
+        if self.error is not None:
+            raise self.error
+        return self.result

@@ -1,0 +1,375 @@
+"""The worker actor: takes requests from its mailbox, merges them into backend batches, replies.
+
+A worker knows its backend only through the contract in :mod:`kvrt.backends.base`. It serves one
+round at a time: everything waiting in the mailbox (up to the drain bound) is taken at once, runs
+of consecutive requests of one kind and collection become one backend call, and each caller gets
+its own slice of the result. A caller's requests therefore reach the backend in the order it sent
+them. Expired entries are culled only while the mailbox is empty, a budgeted step at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, cast
+
+import anyio
+import structlog
+from anyio.lowlevel import checkpoint
+
+from kvrt import frames
+from kvrt.backends.base import Backend
+from kvrt.errors import DeadlineExceededError, KeyValueError, KeyValueStoreError, StoreConnectionError
+from kvrt.frames import (
+    AnyRequest,
+    Collections,
+    Cull,
+    Delete,
+    Destroy,
+    DestroyCollection,
+    Get,
+    Keyed,
+    Keys,
+    Put,
+)
+from kvrt.policies import CullPolicy, MailboxPolicy, RestartPolicy
+from kvrt.reply import ReplySlot
+from kvrt.stats import Counters, WorkerStats
+
+Item = tuple[bytes, ReplySlot | None]
+"""What a mailbox carries: a frame and the slot for its reply (``None`` for the runtime's cull tick)."""
+
+Pending = tuple[AnyRequest, ReplySlot]
+Run = list[Pending]
+
+_CULL_TICK: Final[Item] = (b"", None)
+_OP_NAMES: Final[dict[type[AnyRequest], str]] = {
+    Get: "get",
+    Put: "put",
+    Delete: "delete",
+    Keys: "keys",
+    Collections: "collections",
+    Destroy: "destroy",
+    DestroyCollection: "destroy_collection",
+    Cull: "cull",
+}
+
+_log = structlog.get_logger("kvrt")
+
+
+class WorkerCrash(Exception):
+    """The backend failed in a way its connection must be rebuilt for; the supervisor restarts the worker."""
+
+
+class Worker:
+    """Runs one backend for the requests of every handle on it."""
+
+    def __init__(
+        self,
+        name: str,
+        backend: Backend,
+        *,
+        mailbox: MailboxPolicy,
+        restart: RestartPolicy,
+        cull: CullPolicy,
+    ) -> None:
+        self.name = name
+        self.backend = backend
+        self.state = "running"
+        self.counters = Counters()
+        self.stopped = anyio.Event()
+        self.send_stream, self._receive = anyio.create_memory_object_stream[Item](mailbox.size)
+        self._mailbox = mailbox
+        self._restart = restart
+        self._cull = cull
+        self._cull_due = False
+        self._pending: Run = []
+        self._serving: Run = []
+        self._runners: dict[type[AnyRequest], Callable[[Run], Awaitable[list[Any]]]] = {
+            Get: self._get,
+            Put: self._put,
+            Delete: self._delete,
+            Keys: self._keys,
+            Collections: self._collections,
+            Destroy: self._destroy,
+            DestroyCollection: self._destroy_collection,
+            Cull: self._cull_all,
+        }
+
+    async def run(self) -> None:
+        """Serve requests until the mailbox is closed and empty.
+
+        Raises :class:`WorkerCrash` when the backend fails transiently; the unanswered requests are
+        kept and served first when the supervisor calls ``run`` again.
+        """
+        receive = self._receive
+        blocked = True
+        while True:
+            if self._pending:
+                batch, self._pending = self._pending, []
+            else:
+                if not blocked:
+                    await checkpoint()  # busy: let callers and other workers run between rounds
+                try:
+                    first = receive.receive_nowait()
+                    blocked = False
+                except anyio.WouldBlock:
+                    if self._cull_due:
+                        await self._cull_step()
+                        continue
+                    try:
+                        first = await receive.receive()
+                    except anyio.EndOfStream:
+                        return
+                    blocked = True
+                except anyio.EndOfStream:
+                    return
+                batch = self._take(first)
+            await self._serve(batch)
+
+    def _take(self, first: Item) -> Run:
+        """Drain what else is waiting, decode it, and set aside cull ticks."""
+        items = [first]
+        receive = self._receive
+        limit = self._mailbox.drain
+        while len(items) < limit:
+            try:
+                items.append(receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
+        batch: Run = []
+        for frame, slot in items:
+            if slot is None:
+                self._cull_due = True
+            else:
+                batch.append((frames.decode(frame), slot))
+        return batch
+
+    async def _serve(self, batch: Run) -> None:
+        """Answer every request of ``batch``, a backend call per run of like requests."""
+        now = time.monotonic()
+        live: Run = []
+        for request, slot in batch:
+            if slot.withdrawn:
+                continue
+            if request.deadline is not None and request.deadline <= now:
+                self.counters.deadline_drops += 1
+                self._fail(slot, request, DeadlineExceededError("The request's deadline passed before it was sent."))
+                continue
+            live.append((request, slot))
+        self._serving = live
+        self.counters.in_flight = len(live)
+        limit = self.backend.capabilities.max_batch
+        start, end = 0, len(live)
+        try:
+            while start < end:
+                first = live[start][0]
+                stop = start + 1
+                if isinstance(first, Keyed):
+                    size = len(first.keys)
+                    while stop < end:
+                        other = live[stop][0]
+                        if (
+                            type(other) is not type(first)
+                            or cast(Keyed, other).collection != first.collection
+                            or size + len(cast(Keyed, other).keys) > limit
+                        ):
+                            break
+                        size += len(cast(Keyed, other).keys)
+                        stop += 1
+                await self._serve_run(live[start:stop])
+                start = stop
+        except WorkerCrash:
+            self._pending = [pending for pending in live[start:] if not pending[1].done]
+            raise
+        finally:
+            self._serving = []
+            self.counters.in_flight = 0
+
+    async def _serve_run(self, run: Run) -> None:
+        """Make one backend call for ``run`` and hand each caller its part of the answer."""
+        request = run[0][0]
+        try:
+            results = await self._runners[type(request)](run)
+        except Exception as exc:
+            if self.backend.is_transient(exc):
+                self._count_attempt(run, exc)
+                raise WorkerCrash(f"{type(exc).__name__} in {self.name}") from exc
+            if len(run) > 1:  # find the request the error belongs to; its neighbours still succeed
+                for pending in run:
+                    await self._serve_run([pending])
+                return
+            self._fail(run[0][1], request, exc)
+            return
+        for (_, slot), result in zip(run, results, strict=True):
+            slot.resolve(result)
+        self.counters.batch(_OP_NAMES[type(request)], len(run))
+
+    def _count_attempt(self, run: Run, exc: Exception) -> None:
+        """Charge a transient failure to each request of ``run``; fail those out of attempts."""
+        for request, slot in run:
+            slot.attempts += 1
+            if slot.attempts >= self._restart.attempts:
+                error = StoreConnectionError(f"The backend kept failing: {type(exc).__name__}: {exc}"[:300])
+                error.__cause__ = exc
+                self._fail(slot, request, error)
+
+    def _fail(self, slot: ReplySlot, request: AnyRequest, exc: BaseException) -> None:
+        """Answer ``slot`` with ``exc`` if it is a kvrt error, else with one that names backend and key.
+
+        Driver exceptions never reach a caller raw: their type and message are kept, as the cause.
+        """
+        if not isinstance(exc, KeyValueError):
+            keys = request.keys if isinstance(request, Keyed) else []
+            error = KeyValueStoreError(
+                f"The backend failed: {type(exc).__name__}: {exc}"[:300],
+                backend=self.name,
+                collection=getattr(request, "collection", None),
+                key=keys[0] if len(keys) == 1 else None,
+            )
+            error.__cause__ = exc
+            exc = error
+        self.counters.error(exc)
+        slot.fail(exc)
+
+    async def _get(self, run: Run) -> list[Any]:
+        first = cast(Get, run[0][0])
+        if len(run) == 1:
+            return [await self.backend.get_many(first.collection, first.keys)]
+        keys = [key for request, _ in run for key in cast(Get, request).keys]
+        return _split(run, await self.backend.get_many(first.collection, keys))
+
+    async def _put(self, run: Run) -> list[Any]:
+        first = cast(Put, run[0][0])
+        if len(run) == 1:
+            await self.backend.put_many(
+                first.collection, first.keys, first.entries, [first.expires_at] * len(first.keys)
+            )
+            return [None]
+        keys: list[str] = []
+        entries: list[bytes] = []
+        expiries: list[float | None] = []
+        for request, _ in run:
+            put = cast(Put, request)
+            keys += put.keys
+            entries += put.entries
+            expiries += [put.expires_at] * len(put.keys)
+        await self.backend.put_many(first.collection, keys, entries, expiries)
+        return [None] * len(run)
+
+    async def _delete(self, run: Run) -> list[Any]:
+        first = cast(Delete, run[0][0])
+        if len(run) == 1:
+            return [await self.backend.delete_many(first.collection, first.keys)]
+        keys = [key for request, _ in run for key in cast(Delete, request).keys]
+        return _split(run, await self.backend.delete_many(first.collection, keys))
+
+    async def _keys(self, run: Run) -> list[Any]:
+        request = cast(Keys, run[0][0])
+        return [await self.backend.keys(request.collection, request.limit)]
+
+    async def _collections(self, run: Run) -> list[Any]:
+        request = cast(Collections, run[0][0])
+        return [await self.backend.collections(request.limit)]
+
+    async def _destroy(self, run: Run) -> list[Any]:
+        return [await self.backend.destroy()]
+
+    async def _destroy_collection(self, run: Run) -> list[Any]:
+        request = cast(DestroyCollection, run[0][0])
+        return [await self.backend.destroy_collection(request.collection)]
+
+    async def _cull_all(self, run: Run) -> list[Any]:
+        """Cull until nothing expired is left, yielding between steps so the host loop never stalls."""
+        budget = self._cull.budget
+        total = 0
+        while True:
+            removed = await self.backend.cull(budget)
+            total += removed
+            if removed < budget:
+                break
+            await checkpoint()
+        self.counters.culled += total
+        return [total]
+
+    def request_cull(self) -> None:
+        """Ask for a background cull; it starts the next time the mailbox is empty."""
+        if self._cull_due or self.state != "running":
+            return
+        self._cull_due = True
+        # A tick wakes a worker that is waiting for requests; a busy or closing one sees the flag.
+        with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self.send_stream.send_nowait(_CULL_TICK)
+
+    async def _cull_step(self) -> None:
+        """Remove one budget of expired entries; clear the flag when none are left."""
+        budget = self._cull.budget
+        try:
+            removed = await self.backend.cull(budget)
+        except Exception as exc:
+            self._cull_due = False
+            if self.backend.is_transient(exc):
+                raise WorkerCrash(f"{type(exc).__name__} in {self.name} while culling") from exc
+            _log.warning("worker.cull_failed", worker=self.name, error=type(exc).__name__)
+            return
+        self.counters.culled += removed
+        if removed < budget:
+            self._cull_due = False
+            if removed:
+                _log.debug("worker.culled", worker=self.name, removed=removed)
+        await checkpoint()
+
+    def fail_all(self, error: Callable[[], KeyValueError]) -> None:
+        """Answer everything held or queued with a fresh ``error()``; used on give-up and at shutdown."""
+        held = self._pending + self._serving
+        self._pending = []
+        self._serving = []
+        for _, slot in held:
+            if not slot.done:
+                self.counters.error(exc := error())
+                slot.fail(exc)
+        while True:
+            try:
+                _, queued = self._receive.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+            if queued is not None and not queued.done:
+                self.counters.error(exc := error())
+                queued.fail(exc)
+
+    def close_mailbox(self) -> None:
+        """Refuse further requests: callers then get an error at once instead of waiting."""
+        self._receive.close()
+
+    def snapshot(self) -> WorkerStats:
+        """Return what this worker has done so far."""
+        counters = self.counters
+        mailbox = self.send_stream.statistics()
+        return WorkerStats(
+            name=self.name,
+            backend=type(self.backend).__name__,
+            state=self.state,
+            mailbox_depth=mailbox.current_buffer_used,
+            mailbox_size=int(mailbox.max_buffer_size),
+            in_flight=counters.in_flight,
+            ops=dict(counters.ops),
+            errors=dict(counters.errors),
+            restarts=counters.restarts,
+            batches=counters.batches,
+            mean_batch=counters.batched / counters.batches if counters.batches else 0.0,
+            max_batch=counters.max_batch,
+            deadline_drops=counters.deadline_drops,
+            culled=counters.culled,
+        )
+
+
+def _split(run: Run, results: list[Any]) -> list[Any]:
+    """Cut a merged call's results back into one list per request, in order."""
+    parts: list[Any] = []
+    start = 0
+    for request, _ in run:
+        end = start + len(cast(Keyed, request).keys)
+        parts.append(results[start:end])
+        start = end
+    return parts
