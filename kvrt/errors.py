@@ -19,7 +19,10 @@ class KeyValueError(Exception):
     holds further plain facts (sizes, operation names), never values.
     """
 
+    reason: str
+    """What went wrong, without the facts of where."""
     message: str
+    """``reason`` followed by the facts: backend, collection, key and ``extra_info``."""
     extra_info: ExtraInfo | None
     backend: str | None
     collection: str | None
@@ -34,25 +37,36 @@ class KeyValueError(Exception):
         collection: str | None = None,
         key: str | None = None,
     ) -> None:
+        self.reason = message or ""
         self.extra_info = extra_info
         self.backend = backend
         self.collection = collection
         self.key = key
-        facts: ExtraInfo = {}
-        if backend is not None:
-            facts["backend"] = backend
-        if collection is not None:
-            facts["collection"] = collection
-        if key is not None:
-            facts["key"] = _clip(key)
-        if extra_info:
-            facts.update(extra_info)
-        parts = [message] if message else []
-        if facts:
-            detail = "; ".join(f"{name}: {fact}" for name, fact in facts.items())
-            parts.append(f"({detail})" if message else detail)
-        self.message = " ".join(parts)
+        self.message = self._compose()
         super().__init__(self.message)
+
+    def _compose(self) -> str:
+        facts: ExtraInfo = {}
+        if self.backend is not None:
+            facts["backend"] = self.backend
+        if self.collection is not None:
+            facts["collection"] = self.collection
+        if self.key is not None:
+            facts["key"] = _clip(self.key)
+        if self.extra_info:
+            facts.update(self.extra_info)
+        detail = "; ".join(f"{name}: {fact}" for name, fact in facts.items())
+        if not detail:
+            return self.reason
+        return f"{self.reason} ({detail})" if self.reason else detail
+
+    def locate(self, *, backend: str | None, collection: str | None = None, key: str | None = None) -> None:
+        """Fill in where this error happened, for errors raised before that was known."""
+        self.backend = self.backend or backend
+        self.collection = self.collection or collection
+        self.key = self.key or key
+        self.message = self._compose()
+        self.args = (self.message,)
 
 
 BaseKeyValueError = KeyValueError

@@ -30,7 +30,7 @@ from kvrt.entry import (
     encode_value,
     stamp,
 )
-from kvrt.errors import BackendUnavailableError, DeadlineExceededError, RuntimeClosedError
+from kvrt.errors import BackendUnavailableError, DeadlineExceededError, KeyValueError, RuntimeClosedError
 from kvrt.frames import AnyRequest, Collections, Cull, Delete, Destroy, DestroyCollection, Get, Keys, Put
 from kvrt.reply import ReplySlot
 
@@ -116,6 +116,35 @@ class Handle:
     def _deadline(self) -> float | None:
         return None if self._timeout is None else time.monotonic() + self._timeout
 
+    def _key(self, key: object, collection: str) -> str:
+        try:
+            return check_key(key)
+        except KeyValueError as exc:
+            exc.locate(backend=self.name, collection=collection)
+            raise
+
+    def _keys(self, keys: Sequence[str], collection: str) -> list[str]:
+        try:
+            return check_keys(keys)
+        except KeyValueError as exc:
+            exc.locate(backend=self.name, collection=collection)
+            raise
+
+    def _entries(
+        self, collection: str, keys: list[str], values: Sequence[Mapping[str, Any]], ttl: SupportsFloat | None
+    ) -> tuple[list[bytes], float | None]:
+        """Encode the documents of a put; an error names the key whose value was refused."""
+        key = keys[0] if len(keys) == 1 else None
+        try:
+            when = stamp(check_ttl(ttl))
+            entries = []
+            for key, value in zip(keys, values, strict=True):
+                entries.append(encode_entry(key, collection, encode_value(value), when))
+        except KeyValueError as exc:
+            exc.locate(backend=self.name, collection=collection, key=key)
+            raise
+        return entries, when.expires_epoch
+
     def _read(self, found: bytes | None, collection: str, key: str, now: float) -> Entry | None:
         """Decode a found document; ``None`` when missing or expired, whatever the backend thought."""
         if found is None:
@@ -129,7 +158,7 @@ class Handle:
     async def get(self, key: str, *, collection: str | None = None) -> dict[str, Any] | None:
         """Return the value stored under ``key``, or ``None`` when missing or expired."""
         collection = collection_name(collection, self._default_collection)
-        key = check_key(key)
+        key = self._key(key, collection)
         (found,) = await self._call(Get(self._deadline(), collection, [key]))
         entry = self._read(found, collection, key, time.time())
         return None if entry is None else entry[0]
@@ -137,7 +166,7 @@ class Handle:
     async def get_many(self, keys: Sequence[str], *, collection: str | None = None) -> list[dict[str, Any] | None]:
         """Return the values of ``keys``, in order, ``None`` for each miss."""
         collection = collection_name(collection, self._default_collection)
-        checked = check_keys(keys)
+        checked = self._keys(keys, collection)
         if not checked:
             return []
         found = await self._call(Get(self._deadline(), collection, checked))
@@ -151,7 +180,7 @@ class Handle:
     async def ttl(self, key: str, *, collection: str | None = None) -> tuple[dict[str, Any] | None, float | None]:
         """Return ``(value, seconds_left)``: ``(value, None)`` if it never expires, ``(None, None)`` if missing."""
         collection = collection_name(collection, self._default_collection)
-        key = check_key(key)
+        key = self._key(key, collection)
         (found,) = await self._call(Get(self._deadline(), collection, [key]))
         now = time.time()
         entry = self._read(found, collection, key, now)
@@ -162,7 +191,7 @@ class Handle:
     ) -> list[tuple[dict[str, Any] | None, float | None]]:
         """Return ``(value, seconds_left)`` for each of ``keys``, in order."""
         collection = collection_name(collection, self._default_collection)
-        checked = check_keys(keys)
+        checked = self._keys(keys, collection)
         if not checked:
             return []
         found = await self._call(Get(self._deadline(), collection, checked))
@@ -183,10 +212,9 @@ class Handle:
     ) -> None:
         """Store ``value`` under ``key``, replacing what was there; it expires ``ttl`` seconds from now if given."""
         collection = collection_name(collection, self._default_collection)
-        key = check_key(key)
-        when = stamp(check_ttl(ttl))
-        entry = encode_entry(key, collection, encode_value(value), when)
-        await self._call(Put(self._deadline(), collection, [key], [entry], when.expires_epoch))
+        key = self._key(key, collection)
+        entries, expires_at = self._entries(collection, [key], [value], ttl)
+        await self._call(Put(self._deadline(), collection, [key], entries, expires_at))
 
     async def put_many(
         self,
@@ -198,29 +226,26 @@ class Handle:
     ) -> None:
         """Store each value under its key, all with one TTL; nothing is stored if any of them is refused."""
         collection = collection_name(collection, self._default_collection)
-        checked = check_keys(keys)
+        checked = self._keys(keys, collection)
         if isinstance(values, Mapping) or not isinstance(values, Sequence):
             raise TypeError(f"values must be a sequence of mappings, not {type(values).__name__}")
         if len(checked) != len(values):
             raise ValueError(f"put_many got {len(checked)} keys and {len(values)} values")
-        when = stamp(check_ttl(ttl))
-        entries = [
-            encode_entry(key, collection, encode_value(value), when) for key, value in zip(checked, values, strict=True)
-        ]
+        entries, expires_at = self._entries(collection, checked, values, ttl)
         if entries:
-            await self._call(Put(self._deadline(), collection, checked, entries, when.expires_epoch))
+            await self._call(Put(self._deadline(), collection, checked, entries, expires_at))
 
     async def delete(self, key: str, *, collection: str | None = None) -> bool:
         """Remove ``key``; ``True`` if a live entry was removed."""
         collection = collection_name(collection, self._default_collection)
-        key = check_key(key)
+        key = self._key(key, collection)
         (removed,) = await self._call(Delete(self._deadline(), collection, [key]))
         return bool(removed)
 
     async def delete_many(self, keys: Sequence[str], *, collection: str | None = None) -> int:
         """Remove ``keys``; return how many live entries were removed."""
         collection = collection_name(collection, self._default_collection)
-        checked = check_keys(keys)
+        checked = self._keys(keys, collection)
         if not checked:
             return 0
         removed: list[bool] = await self._call(Delete(self._deadline(), collection, checked))

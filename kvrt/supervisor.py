@@ -51,6 +51,7 @@ class Supervisor:
             if worker.state not in ("stopped", "unavailable"):
                 worker.state = "stopped"
             worker.fail_all(lambda: RuntimeClosedError("The runtime shut down first.", backend=worker.name))
+            worker.close_mailbox()
             with anyio.CancelScope(shield=True):
                 await self._close_backend(log)
             worker.stopped.set()

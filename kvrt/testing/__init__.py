@@ -1,0 +1,20 @@
+"""The conformance suite every kvrt backend passes, for your own backends too (needs pytest and anyio).
+
+Subclass a suite in a test module and give it a ``backend`` fixture that returns a fresh backend::
+
+    import pytest
+    from kvrt.testing import ConformanceSuite
+
+    class TestMyBackend(ConformanceSuite):
+        @pytest.fixture
+        def backend(self):
+            return MyBackend(...)
+
+Every test runs under asyncio and under trio. :class:`ConformanceSuite` holds every clause of the
+behavioural contract; :class:`ValidationSuite`, the clauses about refusing bad input, is the part that
+applies even to a backend that stores nothing.
+"""
+
+from kvrt.testing.conformance import ConformanceSuite, ValidationSuite, raw_get, raw_put
+
+__all__ = ["ConformanceSuite", "ValidationSuite", "raw_get", "raw_put"]
