@@ -182,10 +182,12 @@ class Worker:
                 start = stop
         except WorkerCrash:
             self._pending = [pending for pending in live[start:] if not pending[1].done]
+            self._serving = []
             raise
         finally:
-            self._serving = []
             self.counters.in_flight = 0
+        # Left in place when cancelled (shutdown past its grace), so fail_all can answer these callers.
+        self._serving = []
 
     async def _serve_run(self, run: Run) -> None:
         """Make one backend call for ``run`` and hand each caller its part of the answer."""

@@ -1,0 +1,289 @@
+"""The worker and its supervisor under injected faults: merging, restarts, give-up, deadlines, shutdown."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+import structlog.testing
+
+from kvrt import MailboxPolicy, RestartPolicy, Runtime
+from kvrt.backends.memory import MemoryBackend
+from kvrt.errors import (
+    BackendUnavailableError,
+    DeadlineExceededError,
+    KeyValueStoreError,
+    RuntimeClosedError,
+    StoreConnectionError,
+    StoreSetupError,
+)
+from kvrt.testing.conformance import LOOPS, eventually
+from kvrt.testing.faults import FaultyBackend, PermanentFault, TransientFault
+
+pytestmark = pytest.mark.anyio
+
+FAST_RESTARTS = RestartPolicy(max_restarts=3, within=5.0, backoff_initial=0.001, backoff_max=0.01)
+
+
+@pytest.fixture(params=LOOPS)
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def test_concurrent_like_requests_merge_into_one_backend_call() -> None:
+    backend = FaultyBackend()
+    async with Runtime() as runtime:
+        store = await runtime.spawn(backend)
+        await store.put_many([f"k{i}" for i in range(64)], [{"i": i} for i in range(64)])
+        backend.calls.clear()
+        results: dict[int, Any] = {}
+
+        async def get(i: int) -> None:
+            results[i] = await store.get(f"k{i}")
+
+        async with anyio.create_task_group() as group:
+            for i in range(64):
+                group.start_soon(get, i)
+        assert results == {i: {"i": i} for i in range(64)}
+        assert len(backend.calls) < 8, f"64 gets took {len(backend.calls)} backend calls"
+        assert sorted(backend.keys_seen("get")) == sorted(f"k{i}" for i in range(64))
+        assert runtime.stats()["faulty"].max_batch > 8
+
+
+async def test_runs_of_different_kinds_keep_each_callers_order() -> None:
+    backend = FaultyBackend()
+    async with Runtime() as runtime:
+        store = await runtime.spawn(backend)
+
+        async def caller(i: int) -> None:
+            key = f"k{i}"
+            await store.put(key, {"v": 1})
+            assert await store.delete(key) is True
+            await store.put(key, {"v": 2})
+            assert await store.get(key) == {"v": 2}
+
+        async with anyio.create_task_group() as group:
+            for i in range(16):
+                group.start_soon(caller, i)
+        operations = [op for op, _, keys in backend.calls for key in keys if key == "k3"]
+        assert operations == ["put", "delete", "put", "get"]
+
+
+async def test_transient_failure_restarts_the_worker_and_retries_the_request() -> None:
+    backend = FaultyBackend()
+    async with Runtime(restart=FAST_RESTARTS) as runtime:
+        store = await runtime.spawn(backend)
+        backend.fail_next(TransientFault("connection reset"))
+        with structlog.testing.capture_logs() as logs:
+            await store.put("k", {"secret": "hunter2"})
+        assert await store.get("k") == {"secret": "hunter2"}
+        stats = runtime.stats()["faulty"]
+        assert stats.restarts == 1
+        assert stats.state == "running"
+        assert backend.opens == 2
+        assert backend.keys_seen("put") == ["k", "k"], "the failed put was tried again"
+    events = [entry["event"] for entry in logs if entry["event"] != "worker.started"]
+    assert events[:3] == ["worker.crashed", "worker.backoff", "worker.restarted"]
+    assert "hunter2" not in repr(logs), "values never reach the logs"
+
+
+async def test_supervisor_gives_up_past_the_restart_intensity() -> None:
+    backend = FaultyBackend()
+    policy = RestartPolicy(max_restarts=2, within=5.0, backoff_initial=0.001, backoff_max=0.01, attempts=3)
+    async with Runtime(restart=policy) as runtime:
+        store = await runtime.spawn(backend)
+        backend.fail_next(*(TransientFault(f"reset {n}") for n in range(10)))
+        with pytest.raises(StoreConnectionError) as raised:
+            await store.put("k", {"v": 1})
+        assert isinstance(raised.value.__cause__, TransientFault)
+        assert backend.keys_seen("put") == ["k", "k", "k"], "three attempts, then the caller is told"
+        await eventually(lambda: runtime.stats()["faulty"].state == "unavailable")
+        with anyio.fail_after(0.5):
+            with pytest.raises(BackendUnavailableError) as unavailable:
+                await store.get("k")
+        assert unavailable.value.backend == "faulty"
+        assert backend.keys_seen("get") == []
+
+
+async def test_reopen_failures_count_towards_the_intensity() -> None:
+    backend = FaultyBackend()
+    async with Runtime(restart=FAST_RESTARTS) as runtime:
+        store = await runtime.spawn(backend)
+        backend.failing_opens = 10
+        backend.fail_next(TransientFault("down"))
+        with pytest.raises(BackendUnavailableError):
+            await store.put("k", {"v": 1})
+        assert runtime.stats()["faulty"].restarts == 3
+
+
+async def test_a_non_transient_error_goes_only_to_its_caller() -> None:
+    backend = FaultyBackend()
+    backend.poison("bad", PermanentFault("no such thing"))
+    async with Runtime() as runtime:
+        store = await runtime.spawn(backend)
+        outcomes: dict[str, Any] = {}
+
+        async def get(key: str) -> None:
+            try:
+                outcomes[key] = await store.get(key, collection="c")
+            except KeyValueStoreError as exc:
+                outcomes[key] = exc
+
+        async with anyio.create_task_group() as group:
+            for key in ("a", "b", "bad", "c"):
+                group.start_soon(get, key)
+        error = outcomes.pop("bad")
+        assert outcomes == {"a": None, "b": None, "c": None}
+        assert isinstance(error, KeyValueStoreError)
+        assert isinstance(error.__cause__, PermanentFault)
+        assert (error.backend, error.collection, error.key) == ("faulty", "c", "bad")
+        assert "PermanentFault" in str(error)
+        merged = backend.calls[0]
+        assert (merged[0], merged[1], sorted(merged[2])) == ("get", "c", ["a", "b", "bad", "c"]), "merged first"
+        assert runtime.stats()["faulty"].restarts == 0
+        assert runtime.stats()["faulty"].errors == {"KeyValueStoreError": 1}
+
+
+async def test_a_request_past_its_deadline_never_reaches_the_backend() -> None:
+    backend = FaultyBackend()
+    async with Runtime() as runtime:
+        store = await runtime.spawn(backend, request_timeout=0.2)
+        backend.hang()
+        first_outcome: list[BaseException] = []
+
+        async def first() -> None:
+            with pytest.raises(DeadlineExceededError) as raised:
+                await store.get("first")
+            first_outcome.append(raised.value)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(first)
+            await eventually(lambda: backend.entered == 1)
+            started = anyio.current_time()
+            with pytest.raises(DeadlineExceededError):
+                await store.get("queued")
+            elapsed = anyio.current_time() - started
+        assert elapsed < 0.2 + 0.1, "the caller heard within its deadline and a scheduling step"
+        assert len(first_outcome) == 1, "an in-flight request times out too"
+        backend.release()
+        await store.put("after", {"v": 1})
+        assert backend.keys_seen("get") == ["first"]
+        assert runtime.stats()["faulty"].deadline_drops + runtime.stats()["faulty"].ops.get("get", 0) >= 1
+
+
+async def test_a_cancelled_caller_withdraws_its_request() -> None:
+    backend = FaultyBackend()
+    async with Runtime() as runtime:
+        store = await runtime.spawn(backend)
+        backend.hang()
+        async with anyio.create_task_group() as group:
+            group.start_soon(store.put, "first", {"v": 1})
+            await eventually(lambda: backend.entered == 1)
+            with anyio.move_on_after(0.05) as scope:
+                await store.put("withdrawn", {"v": 2})
+            assert scope.cancelled_caught
+            backend.release()
+        assert await store.get("withdrawn") is None
+        assert backend.keys_seen("put") == ["first"]
+
+
+async def test_a_full_mailbox_makes_callers_wait() -> None:
+    backend = FaultyBackend()
+    async with Runtime(mailbox=MailboxPolicy(size=4, drain=4)) as runtime:
+        store = await runtime.spawn(backend)
+        backend.hang()
+        async with anyio.create_task_group() as group:
+            for i in range(20):
+                group.start_soon(store.put, f"k{i}", {"i": i})
+            await eventually(lambda: runtime.stats()["faulty"].mailbox_depth == 4)
+            assert backend.entered == 1
+            backend.release()
+        assert runtime.stats()["faulty"].mailbox_depth == 0
+        assert await store.get_many([f"k{i}" for i in range(20)]) == [{"i": i} for i in range(20)]
+
+
+async def test_shutdown_drains_queued_writes() -> None:
+    inner = MemoryBackend()
+    backend = FaultyBackend(inner)
+    acknowledged: list[str] = []
+    async with Runtime() as runtime:
+        store = await runtime.spawn(backend)
+
+        async def put(i: int) -> None:
+            await store.put(f"k{i}", {"i": i})
+            acknowledged.append(f"k{i}")
+
+        async with anyio.create_task_group() as group:
+            for i in range(200):
+                group.start_soon(put, i)
+            backend.hang()
+            await eventually(lambda: backend.entered >= 1)
+            backend.release()
+    assert len(acknowledged) == 200
+    found = await inner.get_many("default_collection", acknowledged)
+    assert None not in found
+    assert backend.closes == 1
+
+
+async def test_shutdown_past_the_grace_period_fails_what_is_left() -> None:
+    backend = FaultyBackend()
+    outcomes: list[BaseException | None] = []
+
+    async def put(store: Any, i: int) -> None:
+        try:
+            await store.put(f"k{i}", {"i": i})
+            outcomes.append(None)
+        except RuntimeClosedError as exc:
+            outcomes.append(exc)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as callers, Runtime(shutdown_grace=0.1) as runtime:
+            store = await runtime.spawn(backend)
+            backend.hang()
+            for i in range(5):
+                callers.start_soon(put, store, i)
+            await eventually(lambda: backend.entered == 1)
+    assert len(outcomes) == 5
+    assert all(isinstance(outcome, RuntimeClosedError) for outcome in outcomes)
+    assert backend.closes == 1
+
+
+async def test_spawn_reports_a_backend_that_cannot_open() -> None:
+    backend = FaultyBackend()
+    backend.failing_opens = 1
+    async with Runtime() as runtime:
+        with pytest.raises(StoreSetupError) as raised:
+            await runtime.spawn(backend, name="broken")
+        assert raised.value.backend == "broken"
+        assert "broken" not in runtime.stats()
+
+
+async def test_workers_are_named_and_found_by_name() -> None:
+    async with Runtime() as runtime:
+        first = await runtime.spawn(MemoryBackend(), name="cache")
+        assert runtime.handle("cache") is first
+        with pytest.raises(ValueError, match="already has a worker named 'cache'"):
+            await runtime.spawn(MemoryBackend(), name="cache")
+        with pytest.raises(LookupError):
+            runtime.handle("missing")
+        second = await runtime.spawn(MemoryBackend(), name="sessions")
+        await first.put("k", {"in": "cache"})
+        assert await second.get("k") is None
+        assert set(runtime.stats()) == {"cache", "sessions"}
+
+
+async def test_stats_count_what_each_worker_did() -> None:
+    async with Runtime() as runtime:
+        store = await runtime.spawn(MemoryBackend(), name="m")
+        await store.put_many(["a", "b"], [{"v": 1}, {"v": 2}])
+        await store.get("a")
+        await store.get_many(["a", "b", "c"])
+        await store.delete("a")
+        stats = runtime.stats()["m"]
+        assert stats.ops == {"put": 1, "get": 2, "delete": 1}
+        assert stats.batches == 4
+        assert stats.mean_batch == 1.0
+        assert (stats.mailbox_depth, stats.in_flight, stats.errors) == (0, 0, {})
+        assert stats.state == "running"
+    assert runtime.stats()["m"].state == "stopped"
