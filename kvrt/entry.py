@@ -1,7 +1,10 @@
 """The stored entry: its JSON document, and the checks a value, a TTL and a name pass before storing.
 
-The document is the reference's, byte for byte for ASCII content (sorted keys, ``", "`` and ``": "``
-separators, ``isoformat()`` timestamps), so stores written by either library read in the other::
+The document is the reference's (sorted keys, ``", "`` and ``": "`` separators, ``isoformat()``
+timestamps), byte for byte for printable ASCII content except one spelling: floats in exponent form
+are written ``1e16`` and ``1e-7`` where Python's ``json`` writes ``1e+16`` and ``1e-07`` (and
+non-ASCII text is written as UTF-8 rather than escaped). Both parse to the same document, so
+stores written by either library read in the other::
 
     {"collection": "users", "created_at": "...+00:00", "expires_at": "...+00:00", "key": "u1",
      "value": {"age": 30, "name": "Alice"}, "version": 1}
@@ -42,6 +45,7 @@ class _ReadDocument(msgspec.Struct):
     """The document as read: only ``value`` is required (the reference may store it as a JSON string)."""
 
     value: dict[str, Any] | str
+    created_at: datetime | None = None
     expires_at: datetime | None = None
 
 
@@ -89,15 +93,12 @@ def check_ttl(ttl: SupportsFloat | None) -> float | None:
     """
     if ttl is None:
         return None
-    if type(ttl) is float or type(ttl) is int:
-        seconds = float(ttl)
-    elif isinstance(ttl, bool) or not hasattr(type(ttl), "__float__"):
+    if isinstance(ttl, bool) or not hasattr(type(ttl), "__float__"):
         raise InvalidTTLError(ttl)
-    else:
-        try:
-            seconds = float(ttl)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise InvalidTTLError(ttl) from exc
+    try:
+        seconds = float(ttl)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidTTLError(ttl) from exc
     if not 0.0 < seconds <= _MAX_TTL:  # also false for NaN
         raise InvalidTTLError(ttl)
     return seconds
@@ -139,6 +140,8 @@ def encode_value(value: Mapping[str, Any]) -> bytes:
         encoded = _encoder.encode(value)
         if _value_decoder.decode(encoded) == value:
             return encoded
+    except UnicodeEncodeError:
+        raise SerializationError("The value holds a lone surrogate, which UTF-8 cannot encode.") from None
     except (TypeError, ValueError, OverflowError, RecursionError, msgspec.MsgspecError):
         pass
     return _encoder.encode(_normalized(value, "value"))
@@ -179,7 +182,10 @@ def encode_entry(key: str, collection: str, value: bytes, stamp: Stamp) -> bytes
         value=msgspec.Raw(value),
         version=1,
     )
-    return msgspec.json.format(_encoder.encode(document), indent=0)
+    try:
+        return msgspec.json.format(_encoder.encode(document), indent=0)
+    except UnicodeEncodeError:
+        raise InvalidKeyError("The key or collection holds a lone surrogate, which UTF-8 cannot encode.") from None
 
 
 def decode_entry(data: bytes | str, *, backend: str, collection: str, key: str) -> Entry:

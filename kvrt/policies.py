@@ -34,8 +34,9 @@ class MailboxPolicy(msgspec.Struct, frozen=True, kw_only=True):
 class CullPolicy(msgspec.Struct, frozen=True, kw_only=True):
     """Background removal of expired entries, for backends that do not expire entries themselves.
 
-    Every ``interval`` seconds the worker is told to cull; it does so only while its mailbox is
-    empty, ``budget`` entries per step, so a foreground request waits at most one step.
+    Every ``interval`` seconds the worker is told to cull; it then removes ``budget`` expired entries
+    per step, one step between rounds of foreground requests (or while idle) until none are left, so
+    a foreground request waits for at most one step.
     """
 
     interval: float = 1.0

@@ -4,7 +4,8 @@ A worker knows its backend only through the contract in :mod:`kvrt.backends.base
 round at a time: everything waiting in the mailbox (up to the drain bound) is taken at once, runs
 of consecutive requests of one kind and collection become one backend call, and each caller gets
 its own slice of the result. A caller's requests therefore reach the backend in the order it sent
-them. Expired entries are culled only while the mailbox is empty, a budgeted step at a time.
+them. While a cull is due, the worker removes one budget of expired entries between rounds (or
+whenever it is idle), so a foreground request waits for at most one budgeted step.
 """
 
 from __future__ import annotations
@@ -127,6 +128,8 @@ class Worker:
                     return
                 batch = self._take(first)
             await self._serve(batch)
+            if self._cull_due:
+                await self._cull_step()  # between rounds: a busy worker still culls, a step at a time
 
     def _take(self, first: Item) -> Run:
         """Drain what else is waiting, decode it, and set aside cull ticks."""

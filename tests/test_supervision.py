@@ -130,16 +130,21 @@ async def test_a_non_transient_error_goes_only_to_its_caller() -> None:
             except KeyValueStoreError as exc:
                 outcomes[key] = exc
 
+        backend.hang()  # queue the four gets behind a held request, so one round takes them all
         async with anyio.create_task_group() as group:
+            group.start_soon(store.put, "held", {"v": 0})
+            await eventually(lambda: backend.entered == 1)
             for key in ("a", "b", "bad", "c"):
                 group.start_soon(get, key)
+            await eventually(lambda: runtime.stats()["faulty"].mailbox_depth == 4)
+            backend.release()
         error = outcomes.pop("bad")
         assert outcomes == {"a": None, "b": None, "c": None}
         assert isinstance(error, KeyValueStoreError)
         assert isinstance(error.__cause__, PermanentFault)
         assert (error.backend, error.collection, error.key) == ("faulty", "c", "bad")
         assert "PermanentFault" in str(error)
-        merged = backend.calls[0]
+        merged = backend.calls[1]
         assert (merged[0], merged[1], sorted(merged[2])) == ("get", "c", ["a", "b", "bad", "c"]), "merged first"
         assert runtime.stats()["faulty"].restarts == 0
         assert runtime.stats()["faulty"].errors == {"KeyValueStoreError": 1}

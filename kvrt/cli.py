@@ -1,0 +1,28 @@
+"""The ``kvrt`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+
+import anyio
+import structlog
+
+from kvrt.demo import run_demo
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``kvrt`` command line."""
+    parser = argparse.ArgumentParser(prog="kvrt", description="kvrt: a runtime for async key-value stores.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="run memory-backed workers under load, with TTLs expiring and culled")
+    demo.add_argument("--seconds", type=float, default=5.0, help="how long to run (default 5)")
+    demo.add_argument("--callers", type=int, default=48, help="concurrent application tasks (default 48)")
+    demo.add_argument("--loop", choices=["asyncio", "trio"], default="asyncio", help="event loop (default asyncio)")
+    demo.add_argument("--verbose", action="store_true", help="also print the workers' lifecycle events")
+    args = parser.parse_args(argv)
+    level = logging.INFO if args.verbose else logging.WARNING
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(level))
+    anyio.run(run_demo, args.seconds, args.callers, backend=args.loop)
+    return 0
