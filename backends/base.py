@@ -67,8 +67,12 @@ class Backend:
         """Remove each key; ``True`` for each where a live entry was removed."""
         raise NotImplementedError
 
-    async def cull(self, budget: int) -> int:
-        """Remove up to ``budget`` expired entries; return how many (fewer than ``budget`` means none are left)."""
+    async def cull(self, budget: int) -> tuple[int, bool]:
+        """Remove expired entries, doing at most ``budget`` units of work (entries or index records).
+
+        Return how many entries were removed, and whether none that had expired are left. The
+        runtime calls it again, between rounds of requests, until it says it is done.
+        """
         raise NotImplementedError
 
     async def keys(self, collection: str, limit: int | None) -> list[str]:

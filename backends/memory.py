@@ -1,4 +1,4 @@
-"""An in-process store: bounded per collection, least recently used first out, culled in budgeted steps."""
+"""An in-process store: bounded per collection, expired entries out first, then the least recently used."""
 
 from __future__ import annotations
 
@@ -13,11 +13,51 @@ _Item = tuple[bytes, float | None]
 """A stored document and its expiry (epoch seconds, or ``None``)."""
 
 
-class MemoryBackend(Backend):
-    """Keeps documents in one dictionary per collection, each holding ``max_entries_per_collection`` at most.
+class _Collection:
+    """One collection's entries in recency order, and a heap of their expiries for culling.
 
-    Reads, writes and eviction are O(1). Expiring entries are also indexed in a heap by expiry, so a
-    cull step costs O(log n) per entry it removes, however many entries never expire.
+    The heap keeps a record per write with a TTL; records of entries since overwritten, deleted or
+    evicted are skipped when popped, and the heap is rebuilt once they outnumber the entries.
+    """
+
+    __slots__ = ("entries", "expiries")
+
+    def __init__(self) -> None:
+        self.entries: OrderedDict[str, _Item] = OrderedDict()
+        self.expiries: list[tuple[float, str]] = []
+
+    def expire_at(self, expiry: float, key: str) -> None:
+        heapq.heappush(self.expiries, (expiry, key))
+        if len(self.expiries) > 2 * len(self.entries) + 64:
+            self.expiries = [(item[1], name) for name, item in self.entries.items() if item[1] is not None]
+            heapq.heapify(self.expiries)
+
+    def drop_expired(self, now: float, budget: int) -> tuple[int, int]:
+        """Pop at most ``budget`` expired records; return (entries removed, records popped)."""
+        heap, entries = self.expiries, self.entries
+        removed = popped = 0
+        while heap and heap[0][0] <= now and popped < budget:
+            expiry, key = heapq.heappop(heap)
+            popped += 1
+            item = entries.get(key)
+            if item is not None and item[1] == expiry:
+                del entries[key]
+                removed += 1
+        return removed, popped
+
+    def has_expired(self, now: float) -> bool:
+        return bool(self.expiries) and self.expiries[0][0] <= now
+
+    def has_live(self, now: float) -> bool:
+        return any(item[1] is None or item[1] > now for item in self.entries.values())
+
+
+class MemoryBackend(Backend):
+    """Keeps documents in process memory, at most ``max_entries_per_collection`` per collection.
+
+    Reads, writes and deletes are O(1). Past the bound, a write first drops the collection's expired
+    entries, then evicts the least recently used (a read or a write makes an entry recent). A cull
+    step costs O(log n) per record it pops, however many entries never expire.
     """
 
     name = "memory"
@@ -35,14 +75,14 @@ class MemoryBackend(Backend):
         if type(max_entries_per_collection) is not int or max_entries_per_collection < 1:
             raise ValueError("max_entries_per_collection must be a positive int")
         self.max_entries_per_collection = max_entries_per_collection
-        self._collections: dict[str, OrderedDict[str, _Item]] = {}
-        self._expiries: list[tuple[float, str, str]] = []
+        self._collections: dict[str, _Collection] = {}
 
     async def get_many(self, collection: str, keys: Sequence[str]) -> list[bytes | None]:
         """Return each key's document, refreshing its recency; expired entries read as missing."""
-        entries = self._collections.get(collection)
-        if entries is None:
+        stored = self._collections.get(collection)
+        if stored is None:
             return [None] * len(keys)
+        entries = stored.entries
         now = time.time()
         found: list[bytes | None] = []
         for key in keys:
@@ -64,23 +104,28 @@ class MemoryBackend(Backend):
         entries: Sequence[bytes],
         expires_at: Sequence[float | None],
     ) -> None:
-        """Store each document as the most recently used; evict the least recently used past the bound."""
+        """Store each document as the most recently used entry of its collection."""
         stored = self._collections.get(collection)
         if stored is None:
-            stored = self._collections[collection] = OrderedDict()
+            stored = self._collections[collection] = _Collection()
+        items = stored.entries
         for key, entry, expiry in zip(keys, entries, expires_at, strict=True):
-            stored[key] = (entry, expiry)
-            stored.move_to_end(key)
+            items[key] = (entry, expiry)
+            items.move_to_end(key)
             if expiry is not None:
-                heapq.heappush(self._expiries, (expiry, collection, key))
-        while len(stored) > self.max_entries_per_collection:
-            stored.popitem(last=False)
+                stored.expire_at(expiry, key)
+        overflow = len(items) - self.max_entries_per_collection
+        if overflow > 0:
+            stored.drop_expired(time.time(), overflow + 64)
+            while len(items) > self.max_entries_per_collection:
+                items.popitem(last=False)
 
     async def delete_many(self, collection: str, keys: Sequence[str]) -> list[bool]:
         """Remove each key; an entry that had already expired does not count as removed."""
-        entries = self._collections.get(collection)
-        if entries is None:
+        stored = self._collections.get(collection)
+        if stored is None:
             return [False] * len(keys)
+        entries = stored.entries
         now = time.time()
         removed: list[bool] = []
         for key in keys:
@@ -90,60 +135,46 @@ class MemoryBackend(Backend):
             del self._collections[collection]
         return removed
 
-    async def cull(self, budget: int) -> int:
-        """Remove up to ``budget`` expired entries, soonest-expired first."""
-        heap = self._expiries
+    async def cull(self, budget: int) -> tuple[int, bool]:
+        """Pop at most ``budget`` expiry records across collections, removing the expired entries."""
         now = time.time()
-        removed = 0
-        while heap and heap[0][0] <= now and removed < budget:
-            expiry, collection, key = heapq.heappop(heap)
-            entries = self._collections.get(collection)
-            if entries is None:
-                continue
-            item = entries.get(key)
-            if item is not None and item[1] == expiry:
-                del entries[key]
-                removed += 1
-                if not entries:
-                    del self._collections[collection]
-        if removed < budget:
-            self._compact_expiries()
-        return removed
-
-    def _compact_expiries(self) -> None:
-        """Drop heap records of entries overwritten, deleted or evicted since they were pushed."""
-        live = sum(len(entries) for entries in self._collections.values())
-        if len(self._expiries) <= 2 * live + 1024:
-            return
-        self._expiries = [
-            (item[1], collection, key)
-            for collection, entries in self._collections.items()
-            for key, item in entries.items()
-            if item[1] is not None
-        ]
-        heapq.heapify(self._expiries)
+        removed = popped = 0
+        for name in list(self._collections):
+            stored = self._collections[name]
+            if popped >= budget:
+                return removed, False
+            gone, work = stored.drop_expired(now, budget - popped)
+            removed += gone
+            popped += work
+            if not stored.entries:
+                del self._collections[name]
+            elif stored.has_expired(now):
+                return removed, False
+        return removed, True
 
     async def keys(self, collection: str, limit: int | None) -> list[str]:
         """Return the live keys of ``collection``, least recently used first."""
-        entries = self._collections.get(collection)
-        if not entries:
+        stored = self._collections.get(collection)
+        if stored is None:
             return []
         now = time.time()
-        live = [key for key, item in entries.items() if item[1] is None or item[1] > now]
+        live = [key for key, item in stored.entries.items() if item[1] is None or item[1] > now]
         return live if limit is None else live[:limit]
 
     async def collections(self, limit: int | None) -> list[str]:
-        """Return the collections that hold entries."""
-        names = [name for name, entries in self._collections.items() if entries]
+        """Return the collections that hold live entries."""
+        now = time.time()
+        names = [name for name, stored in self._collections.items() if stored.has_live(now)]
         return names if limit is None else names[:limit]
 
     async def destroy(self) -> bool:
-        """Remove every collection."""
-        had = any(self._collections.values())
+        """Remove every collection; ``True`` if any held a live entry."""
+        now = time.time()
+        had = any(stored.has_live(now) for stored in self._collections.values())
         self._collections.clear()
-        self._expiries.clear()
         return had
 
     async def destroy_collection(self, collection: str) -> bool:
-        """Remove one collection."""
-        return bool(self._collections.pop(collection, None))
+        """Remove one collection; ``True`` if it held a live entry."""
+        stored = self._collections.pop(collection, None)
+        return stored is not None and stored.has_live(time.time())

@@ -68,36 +68,35 @@ class Handle:
         return f"<{type(self).__name__} {self.name!r} on {type(self._worker.backend).__name__}>"
 
     async def _call(self, request: AnyRequest) -> Any:
-        """Send ``request`` to the worker and return its reply (or raise its error)."""
+        """Send ``request`` to the worker and return its reply (or raise its error).
+
+        With a ``request_timeout``, one deadline (the frame's own) covers both the wait for room in
+        a full mailbox and the wait for the reply.
+        """
         slot = ReplySlot(self._new_event())
         item = (frames.encode(request), slot)
         try:
             self._send.send_nowait(item)
+            queued = True
         except anyio.WouldBlock:
-            await self._send_waiting(item)
+            queued = False
         except anyio.ClosedResourceError:
             raise RuntimeClosedError("The runtime is closed.", backend=self.name) from None
         except anyio.BrokenResourceError:
             raise self._unavailable() from None
-        if self._timeout is None:
-            try:
-                await slot.wait()
-            except BaseException:
-                slot.withdrawn = True
+        if request.deadline is None:
+            if not queued:
+                await self._send_waiting(item)
+            return await _reply(slot)
+        try:
+            with anyio.fail_after(max(request.deadline - time.monotonic(), 0.0)):
+                if not queued:
+                    await self._send_waiting(item)
+                return await _reply(slot)
+        except TimeoutError as exc:
+            if isinstance(exc, KeyValueError):  # the worker's own deadline error
                 raise
-        else:
-            try:
-                with anyio.fail_after(self._timeout):
-                    await slot.wait()
-            except TimeoutError:
-                if slot.done and slot.error is not None:
-                    raise
-                slot.withdrawn = True
-                raise DeadlineExceededError(f"No reply within {self._timeout} s.", backend=self.name) from None
-            except BaseException:
-                slot.withdrawn = True
-                raise
-        return slot.result
+            raise DeadlineExceededError(f"No reply within {self._timeout} s.", backend=self.name) from None
 
     async def _send_waiting(self, item: tuple[bytes, ReplySlot]) -> None:
         """Wait for room in a full mailbox (backpressure), then send."""
@@ -250,6 +249,15 @@ class Handle:
             return 0
         removed: list[bool] = await self._call(Delete(self._deadline(), collection, checked))
         return sum(removed)
+
+
+async def _reply(slot: ReplySlot) -> Any:
+    """Wait for ``slot``; a caller that stops waiting withdraws its request, if not yet sent."""
+    try:
+        return await slot.wait()
+    except BaseException:
+        slot.withdrawn = True
+        raise
 
 
 def _with_ttl(entry: Entry | None, now: float) -> tuple[dict[str, Any] | None, float | None]:

@@ -6,10 +6,12 @@
         cache = await rt.spawn(MemoryBackend(), name="cache")
         await cache.put("k", {"v": 1}, ttl=60)
 
-The same code runs under asyncio and trio. Leaving the block stops taking requests, lets each
-worker drain what is already queued (within ``shutdown_grace`` seconds), then cancels the rest,
-whose callers get :class:`~kvrt.errors.RuntimeClosedError`. A write that was acknowledged has
-reached its backend, so shutdown never loses one.
+The same code runs under asyncio and trio. Leaving the block (normally, by an exception, or by
+cancellation) stops taking requests, lets each worker drain what is already queued (within
+``shutdown_grace`` seconds), then cancels the rest, whose callers get
+:class:`~kvrt.errors.RuntimeClosedError`, and closes each backend (waiting at most
+``shutdown_grace`` seconds for it). A write that was acknowledged has reached its backend, so
+shutdown never loses one. An exception raised in the block comes out as itself.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from types import TracebackType
 from typing import Self
 
 import anyio
-import structlog
 from anyio.abc import TaskGroup
 
 from kvrt.backends.base import Backend
@@ -29,8 +30,6 @@ from kvrt.policies import CullPolicy, MailboxPolicy, RestartPolicy
 from kvrt.stats import WorkerStats
 from kvrt.supervisor import Supervisor
 from kvrt.worker import Worker
-
-_log = structlog.get_logger("kvrt")
 
 
 class Runtime:
@@ -53,6 +52,7 @@ class Runtime:
         self.shutdown_grace = shutdown_grace
         self._workers: dict[str, Worker] = {}
         self._handles: dict[str, Handle] = {}
+        self._opening: set[str] = set()
         self._task_group: TaskGroup | None = None
         self._new_event: type[anyio.Event] = anyio.Event
         self._closed = False
@@ -78,13 +78,19 @@ class Runtime:
         if task_group is None:
             return None
         self._closed = True
-        for worker in self._workers.values():
+        workers = list(self._workers.values())
+        for worker in workers:
             worker.send_stream.close()
-        with anyio.move_on_after(self.shutdown_grace):
-            for worker in self._workers.values():
-                await worker.stopped.wait()
-        task_group.cancel_scope.cancel()  # workers past the grace period, and the cull schedules
-        return await task_group.__aexit__(exc_type, exc, traceback)
+        try:
+            # Shielded: queued requests get their grace period even when the block was cancelled.
+            with anyio.move_on_after(self.shutdown_grace, shield=True):
+                for worker in workers:
+                    await worker.stopped.wait()
+        finally:
+            task_group.cancel_scope.cancel()  # workers past the grace period, and the cull schedules
+            # The body's own exception, if any, propagates as itself, not wrapped in a group.
+            await task_group.__aexit__(None, None, None)
+        return None
 
     async def spawn(
         self,
@@ -104,13 +110,20 @@ class Runtime:
         """
         task_group = self._running()
         name = backend.name if name is None else name
-        if name in self._workers:
+        if name in self._workers or name in self._opening:
             raise ValueError(f"this runtime already has a worker named {name!r}")
         default = collection_name(default_collection, DEFAULT_COLLECTION)
+        self._opening.add(name)
         try:
             await backend.open()
         except Exception as exc:
             raise StoreSetupError(f"Could not open the backend: {type(exc).__name__}", backend=name) from exc
+        finally:
+            self._opening.discard(name)
+        if self._closed:
+            with anyio.CancelScope(shield=True):
+                await backend.close()
+            raise RuntimeClosedError("The runtime closed while the backend was opening.", backend=name)
         worker = Worker(
             name,
             backend,
@@ -119,7 +132,8 @@ class Runtime:
             cull=cull or self.cull,
         )
         self._workers[name] = worker
-        task_group.start_soon(Supervisor(worker, restart or self.restart).run, name=f"kvrt worker {name}")
+        supervisor = Supervisor(worker, restart or self.restart, close_timeout=self.shutdown_grace)
+        task_group.start_soon(supervisor.run, name=f"kvrt worker {name}")
         capabilities = backend.capabilities
         if capabilities.cull and not capabilities.native_ttl:
             task_group.start_soon(self._cull_schedule, worker, cull or self.cull, name=f"kvrt cull {name}")

@@ -13,21 +13,21 @@ import time
 from collections import deque
 
 import anyio
-import structlog
+from structlog.typing import FilteringBoundLogger
 
 from kvrt.errors import BackendUnavailableError, RuntimeClosedError
+from kvrt.log import logger as _log
 from kvrt.policies import RestartPolicy
 from kvrt.worker import Worker, WorkerCrash
-
-_log = structlog.get_logger("kvrt")
 
 
 class Supervisor:
     """Keeps one worker running for as long as its restart policy allows."""
 
-    def __init__(self, worker: Worker, policy: RestartPolicy) -> None:
+    def __init__(self, worker: Worker, policy: RestartPolicy, *, close_timeout: float) -> None:
         self.worker = worker
         self.policy = policy
+        self.close_timeout = close_timeout
         self._restarts: deque[float] = deque()
 
     async def run(self) -> None:
@@ -52,12 +52,12 @@ class Supervisor:
                 worker.state = "stopped"
             worker.fail_all(lambda: RuntimeClosedError("The runtime shut down first.", backend=worker.name))
             worker.close_mailbox()
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):  # the backend is closed even when we are cancelled
                 await self._close_backend(log)
             worker.stopped.set()
             log.info("worker.stopped")
 
-    async def _restart(self, log: structlog.typing.FilteringBoundLogger) -> bool:
+    async def _restart(self, log: FilteringBoundLogger) -> bool:
         """Reopen the backend after a backoff; return ``False`` once the restart intensity is spent."""
         worker = self.worker
         policy = self.policy
@@ -85,7 +85,7 @@ class Supervisor:
             log.info("worker.restarted", restarts=worker.counters.restarts)
             return True
 
-    def _give_up(self, log: structlog.typing.FilteringBoundLogger) -> None:
+    def _give_up(self, log: FilteringBoundLogger) -> None:
         """Mark the backend unavailable and fail everything waiting on it, now and from now on."""
         worker = self.worker
         worker.state = "unavailable"
@@ -100,8 +100,12 @@ class Supervisor:
         )
         worker.close_mailbox()
 
-    async def _close_backend(self, log: structlog.typing.FilteringBoundLogger) -> None:
-        try:
-            await self.worker.backend.close()
-        except Exception as exc:
-            log.warning("worker.close_failed", cause=type(exc).__name__)
+    async def _close_backend(self, log: FilteringBoundLogger) -> None:
+        """Close the backend, giving up after ``close_timeout`` seconds: a hung driver never hangs kvrt."""
+        with anyio.move_on_after(self.close_timeout) as scope:
+            try:
+                await self.worker.backend.close()
+            except Exception as exc:
+                log.warning("worker.close_failed", cause=type(exc).__name__)
+        if scope.cancelled_caught:
+            log.warning("worker.close_timed_out", seconds=self.close_timeout)

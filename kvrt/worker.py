@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final, cast
 
 import anyio
-import structlog
 from anyio.lowlevel import checkpoint
 
 from kvrt import frames
@@ -34,6 +33,7 @@ from kvrt.frames import (
     Keys,
     Put,
 )
+from kvrt.log import logger as _log
 from kvrt.policies import CullPolicy, MailboxPolicy, RestartPolicy
 from kvrt.reply import ReplySlot
 from kvrt.stats import Counters, WorkerStats
@@ -55,8 +55,6 @@ _OP_NAMES: Final[dict[type[AnyRequest], str]] = {
     DestroyCollection: "destroy_collection",
     Cull: "cull",
 }
-
-_log = structlog.get_logger("kvrt")
 
 
 class WorkerCrash(Exception):
@@ -85,6 +83,7 @@ class Worker:
         self._restart = restart
         self._cull = cull
         self._cull_due = False
+        self._culled_this_pass = 0
         self._pending: Run = []
         self._serving: Run = []
         self._runners: dict[type[AnyRequest], Callable[[Run], Awaitable[list[Any]]]] = {
@@ -290,9 +289,9 @@ class Worker:
         budget = self._cull.budget
         total = 0
         while True:
-            removed = await self.backend.cull(budget)
+            removed, done = await self.backend.cull(budget)
             total += removed
-            if removed < budget:
+            if done:
                 break
             await checkpoint()
         self.counters.culled += total
@@ -308,10 +307,9 @@ class Worker:
             self.send_stream.send_nowait(_CULL_TICK)
 
     async def _cull_step(self) -> None:
-        """Remove one budget of expired entries; clear the flag when none are left."""
-        budget = self._cull.budget
+        """Do one budget of culling; clear the flag, and log the pass, when nothing expired is left."""
         try:
-            removed = await self.backend.cull(budget)
+            removed, done = await self.backend.cull(self._cull.budget)
         except Exception as exc:
             self._cull_due = False
             if self.backend.is_transient(exc):
@@ -319,10 +317,12 @@ class Worker:
             _log.warning("worker.cull_failed", worker=self.name, error=type(exc).__name__)
             return
         self.counters.culled += removed
-        if removed < budget:
+        self._culled_this_pass += removed
+        if done:
             self._cull_due = False
-            if removed:
-                _log.debug("worker.culled", worker=self.name, removed=removed)
+            if self._culled_this_pass:
+                _log.info("worker.culled", worker=self.name, removed=self._culled_this_pass)
+            self._culled_this_pass = 0
         await checkpoint()
 
     def fail_all(self, error: Callable[[], KeyValueError]) -> None:

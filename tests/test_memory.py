@@ -53,11 +53,51 @@ async def test_expired_entries_are_culled_in_the_background() -> None:
 
 
 @pytest.mark.anyio
-async def test_cull_heap_forgets_overwritten_entries() -> None:
+async def test_expiry_records_of_overwritten_entries_are_compacted() -> None:
     backend = MemoryBackend()
     far = time.time() + 1000
-    for _ in range(5):
+    for _ in range(50):
         await backend.put_many("c", [f"k{i}" for i in range(1000)], [b"{}"] * 1000, [far] * 1000)
-    assert len(backend._expiries) == 5000
-    assert await backend.cull(100) == 0
-    assert len(backend._expiries) == 1000
+    assert len(backend._collections["c"].expiries) <= 2 * 1000 + 64
+
+
+@pytest.mark.anyio
+async def test_a_cull_step_does_at_most_its_budget_of_work() -> None:
+    backend = MemoryBackend()
+    soon = time.time() + 0.05
+    for round_number in range(20):
+        await backend.put_many("c", ["same"], [b"{}"], [soon + round_number * 1e-6])
+    await backend.put_many("c", [f"k{i}" for i in range(30)], [b"{}"] * 30, [soon] * 30)
+    await sleep_past(soon + 20e-6)
+    removed, done = await backend.cull(10)
+    assert not done
+    assert removed <= 10
+    total = removed
+    while not done:
+        removed, done = await backend.cull(10)
+        total += removed
+    assert total == 31
+    assert await backend.collections(None) == []
+
+
+@pytest.mark.anyio
+async def test_a_full_collection_drops_expired_entries_before_live_ones() -> None:
+    backend = MemoryBackend(max_entries_per_collection=3)
+    soon = time.time() + 0.05
+    await backend.put_many("c", ["live"], [b"{}"], [None])
+    await backend.put_many("c", ["brief1", "brief2"], [b"{}", b"{}"], [soon, soon])
+    await sleep_past(soon)
+    await backend.put_many("c", ["new"], [b"{}"], [None])
+    assert await backend.get_many("c", ["live", "new"]) == [b"{}", b"{}"]
+
+
+@pytest.mark.anyio
+async def test_collections_of_only_expired_entries_are_gone() -> None:
+    backend = MemoryBackend()
+    soon = time.time() + 0.05
+    await backend.put_many("tmp", ["a"], [b"{}"], [soon])
+    await backend.put_many("kept", ["a"], [b"{}"], [None])
+    await sleep_past(soon)
+    assert await backend.collections(None) == ["kept"]
+    assert await backend.destroy_collection("tmp") is False
+    assert await backend.destroy() is True

@@ -110,7 +110,7 @@ class FaultyBackend(Backend):
         await self._enter("delete", collection, keys)
         return await self.inner.delete_many(collection, keys)
 
-    async def cull(self, budget: int) -> int:
+    async def cull(self, budget: int) -> tuple[int, bool]:
         """Cull the inner backend."""
         await self._enter("cull", "")
         return await self.inner.cull(budget)

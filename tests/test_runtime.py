@@ -1,0 +1,133 @@
+"""The runtime's lifecycle: leaving the block in every way, and what callers see meanwhile."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from kvrt import MailboxPolicy, Runtime
+from kvrt.backends.memory import MemoryBackend
+from kvrt.errors import DeadlineExceededError, RuntimeClosedError
+from kvrt.testing.conformance import LOOPS, eventually
+from kvrt.testing.faults import FaultyBackend
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=LOOPS)
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+class _SlowClose(MemoryBackend):
+    """Its close() hangs: a driver that never lets go."""
+
+    async def close(self) -> None:
+        await anyio.sleep_forever()
+
+
+class _GatedOpen(MemoryBackend):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = anyio.Event()
+        self.closed = False
+
+    async def open(self) -> None:
+        await self.gate.wait()
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_an_exception_in_the_block_comes_out_as_itself() -> None:
+    async def body() -> None:
+        async with Runtime() as runtime:
+            store = await runtime.spawn(MemoryBackend())
+            await store.put("k", {"v": 1})
+            raise KeyError("from the body")
+
+    with pytest.raises(KeyError, match="from the body"):
+        await body()
+
+
+async def test_cancelling_the_block_shuts_down_cleanly() -> None:
+    backend = FaultyBackend()
+    outcomes: list[BaseException | None] = []
+
+    async def put(store: object, i: int) -> None:
+        try:
+            await store.put(f"k{i}", {"i": i})  # type: ignore[attr-defined]
+            outcomes.append(None)
+        except RuntimeClosedError as exc:
+            outcomes.append(exc)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as callers:
+            with anyio.move_on_after(0.1) as scope:
+                async with Runtime(shutdown_grace=0.1) as runtime:
+                    store = await runtime.spawn(backend)
+                    backend.hang()
+                    for i in range(3):
+                        callers.start_soon(put, store, i)
+                    await anyio.sleep_forever()
+            assert scope.cancelled_caught
+    assert len(outcomes) == 3
+    assert all(isinstance(outcome, RuntimeClosedError) for outcome in outcomes)
+    assert backend.closes == 1
+
+
+async def test_a_backend_whose_close_hangs_does_not_hang_shutdown() -> None:
+    with anyio.fail_after(3):
+        async with Runtime(shutdown_grace=0.2) as runtime:
+            store = await runtime.spawn(_SlowClose())
+            await store.put("k", {"v": 1})
+
+
+async def test_request_timeout_covers_the_wait_for_room_in_a_full_mailbox() -> None:
+    backend = FaultyBackend()
+    errors: list[BaseException] = []
+
+    async def put(store: object, i: int) -> None:
+        try:
+            await store.put(f"k{i}", {"i": i})  # type: ignore[attr-defined]
+        except DeadlineExceededError as exc:
+            errors.append(exc)
+
+    async with Runtime(mailbox=MailboxPolicy(size=1, drain=1)) as runtime:
+        store = await runtime.spawn(backend, request_timeout=0.2)
+        backend.hang()
+        started = anyio.current_time()
+        async with anyio.create_task_group() as group:
+            for i in range(4):
+                group.start_soon(put, store, i)
+        elapsed = anyio.current_time() - started
+        backend.release()
+    assert len(errors) == 4, "the caller waiting for room timed out too"
+    assert elapsed < 0.2 + 0.1
+
+
+async def test_a_spawn_that_finishes_after_shutdown_is_refused_and_closed() -> None:
+    backend = _GatedOpen()
+    outcome: list[BaseException] = []
+
+    async def spawn(runtime: Runtime) -> None:
+        with pytest.raises(RuntimeClosedError) as raised:
+            await runtime.spawn(backend, name="late")
+        outcome.append(raised.value)
+
+    async with anyio.create_task_group() as group:
+        async with Runtime() as runtime:
+            group.start_soon(spawn, runtime)
+            await eventually(lambda: "late" in runtime._opening)
+        backend.gate.set()
+    assert len(outcome) == 1
+    assert backend.closed
+    assert "late" not in runtime.stats()
+
+
+async def test_library_events_stay_quiet_unless_the_application_asks(capsys: pytest.CaptureFixture[str]) -> None:
+    async with Runtime() as runtime:
+        store = await runtime.spawn(MemoryBackend())
+        await store.put("k", {"v": 1})
+    captured = capsys.readouterr()
+    assert "worker.started" not in captured.out + captured.err
