@@ -1,55 +1,98 @@
-"""An in-process store: bounded per collection, expired entries out first, then the least recently used."""
+"""An in-process store: bounded per collection, expired entries out first, then the least recently used.
+
+Everything it holds per entry is a ``str``, ``bytes`` or ``float`` in a plain ``dict``. CPython's
+garbage collector never tracks such dicts, so a store of a million entries adds nothing to the
+collector's pauses (an ``OrderedDict`` of tuples adds tens of milliseconds to each full collection,
+stalling the event loop with it).
+"""
 
 from __future__ import annotations
 
 import heapq
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
+from itertools import islice
 
 from kvrt.backends.base import Backend, Capabilities
 
-_Item = tuple[bytes, float | None]
-"""A stored document and its expiry (epoch seconds, or ``None``)."""
+_BUCKET_SECONDS = 1.0
+"""Width of the expiry buckets culling walks: an entry is culled within this long of expiring."""
 
 
 class _Collection:
-    """One collection's entries in recency order, and a heap of their expiries for culling.
+    """One collection: documents in recency order, their expiries, and expiry buckets for culling.
 
-    The heap keeps a record per write with a TTL; records of entries since overwritten, deleted or
-    evicted are skipped when popped, and the heap is rebuilt once they outnumber the entries.
+    A key with a TTL sits in the bucket of its expiry second; overwriting, deleting or evicting it
+    takes it out again, so a bucket holds only current entries and culling does no wasted work.
     """
 
-    __slots__ = ("entries", "expiries")
+    __slots__ = ("bucket_ids", "buckets", "documents", "expiries")
 
     def __init__(self) -> None:
-        self.entries: OrderedDict[str, _Item] = OrderedDict()
-        self.expiries: list[tuple[float, str]] = []
+        self.documents: dict[str, bytes] = {}
+        self.expiries: dict[str, float] = {}
+        self.buckets: dict[int, dict[str, None]] = {}
+        self.bucket_ids: list[int] = []
 
-    def expire_at(self, expiry: float, key: str) -> None:
-        heapq.heappush(self.expiries, (expiry, key))
-        if len(self.expiries) > 2 * len(self.entries) + 64:
-            self.expiries = [(item[1], name) for name, item in self.entries.items() if item[1] is not None]
-            heapq.heapify(self.expiries)
+    def store(self, key: str, document: bytes, expiry: float | None) -> None:
+        documents = self.documents
+        if key in documents:
+            del documents[key]  # re-inserted below: most recently used
+            if key in self.expiries:
+                self._unschedule(key)
+        documents[key] = document
+        if expiry is not None:
+            self.expiries[key] = expiry
+            bucket_id = int(expiry // _BUCKET_SECONDS)
+            bucket = self.buckets.get(bucket_id)
+            if bucket is None:
+                bucket = self.buckets[bucket_id] = {}
+                heapq.heappush(self.bucket_ids, bucket_id)
+            bucket[key] = None
 
-    def drop_expired(self, now: float, budget: int) -> tuple[int, int]:
-        """Pop at most ``budget`` expired records; return (entries removed, records popped)."""
-        heap, entries = self.expiries, self.entries
-        removed = popped = 0
-        while heap and heap[0][0] <= now and popped < budget:
-            expiry, key = heapq.heappop(heap)
-            popped += 1
-            item = entries.get(key)
-            if item is not None and item[1] == expiry:
-                del entries[key]
+    def remove(self, key: str) -> None:
+        del self.documents[key]
+        if key in self.expiries:
+            self._unschedule(key)
+
+    def _unschedule(self, key: str) -> None:
+        bucket_id = int(self.expiries.pop(key) // _BUCKET_SECONDS)
+        bucket = self.buckets[bucket_id]
+        del bucket[key]
+        if not bucket:
+            del self.buckets[bucket_id]  # its id stays in the heap and is skipped when popped
+
+    def is_live(self, key: str, now: float) -> bool:
+        expiry = self.expiries.get(key)
+        return expiry is None or expiry > now
+
+    def cull(self, now: float, budget: int) -> tuple[int, bool]:
+        """Remove up to ``budget`` entries of buckets wholly in the past; return (removed, done)."""
+        removed = 0
+        ids = self.bucket_ids
+        while ids and (ids[0] + 1) * _BUCKET_SECONDS <= now:
+            bucket = self.buckets.get(ids[0])
+            if bucket is None:
+                heapq.heappop(ids)
+                continue
+            if removed >= budget:
+                return removed, False
+            for key in list(islice(bucket, budget - removed)):
+                self.remove(key)
                 removed += 1
-        return removed, popped
+            if ids[0] not in self.buckets:
+                heapq.heappop(ids)
+        return removed, True
 
-    def has_expired(self, now: float) -> bool:
-        return bool(self.expiries) and self.expiries[0][0] <= now
+    def drop_expired(self, now: float, budget: int) -> None:
+        """Remove expired entries, including those of the bucket still filling, up to ``budget``."""
+        removed, _ = self.cull(now, budget)
+        current = self.buckets.get(int(now // _BUCKET_SECONDS), {})
+        for key in [key for key in islice(current, budget - removed) if self.expiries[key] <= now]:
+            self.remove(key)
 
     def has_live(self, now: float) -> bool:
-        return any(item[1] is None or item[1] > now for item in self.entries.values())
+        return len(self.documents) > len(self.expiries) or any(expiry > now for expiry in self.expiries.values())
 
 
 class MemoryBackend(Backend):
@@ -57,7 +100,7 @@ class MemoryBackend(Backend):
 
     Reads, writes and deletes are O(1). Past the bound, a write first drops the collection's expired
     entries, then evicts the least recently used (a read or a write makes an entry recent). A cull
-    step costs O(log n) per record it pops, however many entries never expire.
+    step costs O(1) per entry it removes, however many entries never expire.
     """
 
     name = "memory"
@@ -82,19 +125,20 @@ class MemoryBackend(Backend):
         stored = self._collections.get(collection)
         if stored is None:
             return [None] * len(keys)
-        entries = stored.entries
+        documents, expiries = stored.documents, stored.expiries
         now = time.time()
         found: list[bytes | None] = []
         for key in keys:
-            item = entries.get(key)
-            if item is None:
+            document = documents.get(key)
+            if document is None:
                 found.append(None)
-            elif item[1] is not None and item[1] <= now:
-                del entries[key]
+            elif expiries and not stored.is_live(key, now):
+                stored.remove(key)
                 found.append(None)
             else:
-                entries.move_to_end(key)
-                found.append(item[0])
+                del documents[key]
+                documents[key] = document
+                found.append(document)
         return found
 
     async def put_many(
@@ -108,47 +152,43 @@ class MemoryBackend(Backend):
         stored = self._collections.get(collection)
         if stored is None:
             stored = self._collections[collection] = _Collection()
-        items = stored.entries
         for key, entry, expiry in zip(keys, entries, expires_at, strict=True):
-            items[key] = (entry, expiry)
-            items.move_to_end(key)
-            if expiry is not None:
-                stored.expire_at(expiry, key)
-        overflow = len(items) - self.max_entries_per_collection
+            stored.store(key, entry, expiry)
+        documents = stored.documents
+        overflow = len(documents) - self.max_entries_per_collection
         if overflow > 0:
             stored.drop_expired(time.time(), overflow + 64)
-            while len(items) > self.max_entries_per_collection:
-                items.popitem(last=False)
+            while len(documents) > self.max_entries_per_collection:
+                stored.remove(next(iter(documents)))
 
     async def delete_many(self, collection: str, keys: Sequence[str]) -> list[bool]:
         """Remove each key; an entry that had already expired does not count as removed."""
         stored = self._collections.get(collection)
         if stored is None:
             return [False] * len(keys)
-        entries = stored.entries
         now = time.time()
         removed: list[bool] = []
         for key in keys:
-            item = entries.pop(key, None)
-            removed.append(item is not None and (item[1] is None or item[1] > now))
-        if not entries:
+            if key in stored.documents:
+                removed.append(stored.is_live(key, now))
+                stored.remove(key)
+            else:
+                removed.append(False)
+        if not stored.documents:
             del self._collections[collection]
         return removed
 
     async def cull(self, budget: int) -> tuple[int, bool]:
-        """Pop at most ``budget`` expiry records across collections, removing the expired entries."""
+        """Remove up to ``budget`` expired entries across collections."""
         now = time.time()
-        removed = popped = 0
+        removed = 0
         for name in list(self._collections):
             stored = self._collections[name]
-            if popped >= budget:
-                return removed, False
-            gone, work = stored.drop_expired(now, budget - popped)
+            gone, done = stored.cull(now, budget - removed)
             removed += gone
-            popped += work
-            if not stored.entries:
+            if not stored.documents:
                 del self._collections[name]
-            elif stored.has_expired(now):
+            if not done:
                 return removed, False
         return removed, True
 
@@ -158,7 +198,7 @@ class MemoryBackend(Backend):
         if stored is None:
             return []
         now = time.time()
-        live = [key for key, item in stored.entries.items() if item[1] is None or item[1] > now]
+        live = [key for key in stored.documents if stored.is_live(key, now)]
         return live if limit is None else live[:limit]
 
     async def collections(self, limit: int | None) -> list[str]:

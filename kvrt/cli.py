@@ -7,7 +7,6 @@ import logging
 from collections.abc import Sequence
 
 import anyio
-import structlog
 
 from kvrt.demo import run_demo
 
@@ -22,7 +21,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--loop", choices=["asyncio", "trio"], default="asyncio", help="event loop (default asyncio)")
     demo.add_argument("--verbose", action="store_true", help="also print the workers' lifecycle events")
     args = parser.parse_args(argv)
-    level = logging.INFO if args.verbose else logging.WARNING
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(level))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     anyio.run(run_demo, args.seconds, args.callers, backend=args.loop)
     return 0
