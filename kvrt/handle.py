@@ -154,12 +154,22 @@ class Handle:
             return None
         return entry
 
+    async def _lookup(self, keys: list[str], collection: str) -> tuple[list[Entry | None], float]:
+        """Read ``keys`` and decode what was found; return the entries and the time they were judged at."""
+        found = await self._call(Get(self._deadline(), collection, keys))
+        now = time.time()
+        return [self._read(document, collection, key, now) for key, document in zip(keys, found, strict=True)], now
+
+    async def _lookup_one(self, key: str, collection: str) -> tuple[Entry | None, float]:
+        """:meth:`_lookup` of one key, without the list work (the hottest path there is)."""
+        (found,) = await self._call(Get(self._deadline(), collection, [key]))
+        now = time.time()
+        return self._read(found, collection, key, now), now
+
     async def get(self, key: str, *, collection: str | None = None) -> dict[str, Any] | None:
         """Return the value stored under ``key``, or ``None`` when missing or expired."""
         collection = collection_name(collection, self._default_collection)
-        key = self._key(key, collection)
-        (found,) = await self._call(Get(self._deadline(), collection, [key]))
-        entry = self._read(found, collection, key, time.time())
+        entry, _ = await self._lookup_one(self._key(key, collection), collection)
         return None if entry is None else entry[0]
 
     async def get_many(self, keys: Sequence[str], *, collection: str | None = None) -> list[dict[str, Any] | None]:
@@ -168,21 +178,13 @@ class Handle:
         checked = self._keys(keys, collection)
         if not checked:
             return []
-        found = await self._call(Get(self._deadline(), collection, checked))
-        now = time.time()
-        values: list[dict[str, Any] | None] = []
-        for key, document in zip(checked, found, strict=True):
-            entry = self._read(document, collection, key, now)
-            values.append(None if entry is None else entry[0])
-        return values
+        entries, _ = await self._lookup(checked, collection)
+        return [None if entry is None else entry[0] for entry in entries]
 
     async def ttl(self, key: str, *, collection: str | None = None) -> tuple[dict[str, Any] | None, float | None]:
         """Return ``(value, seconds_left)``: ``(value, None)`` if it never expires, ``(None, None)`` if missing."""
         collection = collection_name(collection, self._default_collection)
-        key = self._key(key, collection)
-        (found,) = await self._call(Get(self._deadline(), collection, [key]))
-        now = time.time()
-        entry = self._read(found, collection, key, now)
+        entry, now = await self._lookup_one(self._key(key, collection), collection)
         return _with_ttl(entry, now)
 
     async def ttl_many(
@@ -193,13 +195,8 @@ class Handle:
         checked = self._keys(keys, collection)
         if not checked:
             return []
-        found = await self._call(Get(self._deadline(), collection, checked))
-        now = time.time()
-        pairs: list[tuple[dict[str, Any] | None, float | None]] = []
-        for key, document in zip(checked, found, strict=True):
-            entry = self._read(document, collection, key, now)
-            pairs.append(_with_ttl(entry, now))
-        return pairs
+        entries, now = await self._lookup(checked, collection)
+        return [_with_ttl(entry, now) for entry in entries]
 
     async def put(
         self,

@@ -238,11 +238,25 @@ class Worker:
         slot.fail(exc)
 
     async def _get(self, run: Run) -> list[Any]:
-        first = cast(Get, run[0][0])
+        return await self._per_key(run, self.backend.get_many)
+
+    async def _delete(self, run: Run) -> list[Any]:
+        return await self._per_key(run, self.backend.delete_many)
+
+    async def _per_key(self, run: Run, call: Callable[[str, list[str]], Awaitable[list[Any]]]) -> list[Any]:
+        """Make one ``call`` for the keys of every request in ``run``; give each request its own results."""
+        first = cast(Keyed, run[0][0])
         if len(run) == 1:
-            return [await self.backend.get_many(first.collection, first.keys)]
-        keys = [key for request, _ in run for key in cast(Get, request).keys]
-        return _split(run, await self.backend.get_many(first.collection, keys))
+            return [await call(first.collection, first.keys)]
+        keys = [key for request, _ in run for key in cast(Keyed, request).keys]
+        found = await call(first.collection, keys)
+        parts: list[Any] = []
+        start = 0
+        for request, _ in run:
+            end = start + len(cast(Keyed, request).keys)
+            parts.append(found[start:end])
+            start = end
+        return parts
 
     async def _put(self, run: Run) -> list[Any]:
         first = cast(Put, run[0][0])
@@ -261,13 +275,6 @@ class Worker:
             expiries += [put.expires_at] * len(put.keys)
         await self.backend.put_many(first.collection, keys, entries, expiries)
         return [None] * len(run)
-
-    async def _delete(self, run: Run) -> list[Any]:
-        first = cast(Delete, run[0][0])
-        if len(run) == 1:
-            return [await self.backend.delete_many(first.collection, first.keys)]
-        keys = [key for request, _ in run for key in cast(Delete, request).keys]
-        return _split(run, await self.backend.delete_many(first.collection, keys))
 
     async def _keys(self, run: Run) -> list[Any]:
         request = cast(Keys, run[0][0])
@@ -367,14 +374,3 @@ class Worker:
             deadline_drops=counters.deadline_drops,
             culled=counters.culled,
         )
-
-
-def _split(run: Run, results: list[Any]) -> list[Any]:
-    """Cut a merged call's results back into one list per request, in order."""
-    parts: list[Any] = []
-    start = 0
-    for request, _ in run:
-        end = start + len(cast(Keyed, request).keys)
-        parts.append(results[start:end])
-        start = end
-    return parts
