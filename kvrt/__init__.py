@@ -7,16 +7,19 @@ deadlines, backpressure and TTL culling are how the runtime schedules its worker
 
 from kvrt.entry import DEFAULT_COLLECTION
 from kvrt.handle import Handle
-from kvrt.policies import CullPolicy, MailboxPolicy, RestartPolicy
+from kvrt.policies import CircuitPolicy, CullPolicy, FallbackPolicy, MailboxPolicy, RestartPolicy
 from kvrt.runtime import Runtime
-from kvrt.stats import WorkerStats
+from kvrt.stats import RuntimeStats, WorkerStats
 
 __all__ = [
     "DEFAULT_COLLECTION",
+    "CircuitPolicy",
     "CullPolicy",
+    "FallbackPolicy",
     "Handle",
     "MailboxPolicy",
     "RestartPolicy",
     "Runtime",
+    "RuntimeStats",
     "WorkerStats",
 ]

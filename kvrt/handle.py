@@ -14,11 +14,12 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, SupportsFloat
+from typing import TYPE_CHECKING, Any, Final, Self, SupportsFloat
 
 import anyio
 
 from kvrt import frames
+from kvrt.circuit import CLOSED
 from kvrt.entry import (
     Entry,
     check_key,
@@ -30,8 +31,15 @@ from kvrt.entry import (
     encode_value,
     stamp,
 )
-from kvrt.errors import BackendUnavailableError, DeadlineExceededError, KeyValueError, RuntimeClosedError
+from kvrt.errors import (
+    BackendUnavailableError,
+    DeadlineExceededError,
+    KeyValueError,
+    OverloadedError,
+    RuntimeClosedError,
+)
 from kvrt.frames import AnyRequest, Collections, Cull, Delete, Destroy, DestroyCollection, Get, Keys, Put
+from kvrt.inflight import InflightLimit
 from kvrt.reply import ReplySlot
 
 if TYPE_CHECKING:
@@ -43,11 +51,24 @@ class Handle:
     """An ``AsyncKeyValue`` whose calls are served by one worker of a :class:`~kvrt.Runtime`.
 
     Get one from ``await runtime.spawn(backend)``. Handles are cheap; any number of tasks may share
-    one. ``request_timeout`` (seconds) bounds each call: a request still queued when it passes is never sent
-    to the backend, and the caller gets :class:`~kvrt.errors.DeadlineExceededError`.
+    one. ``request_timeout`` (seconds) bounds each call, including any wait for room in a full
+    mailbox: a request still queued when it passes is never sent to the backend, and the caller gets
+    :class:`~kvrt.errors.DeadlineExceededError`. :meth:`with_timeout` gives a handle with another.
+    While the worker's circuit is open, requests go to the fallback handle (reads only, unless
+    writes were asked for too), or fail at once with :class:`~kvrt.errors.BackendUnavailableError`.
     """
 
-    __slots__ = ("_default_collection", "_new_event", "_send", "_timeout", "_worker", "name")
+    __slots__ = (
+        "_default_collection",
+        "_fallback",
+        "_fallback_writes",
+        "_limit",
+        "_new_event",
+        "_send",
+        "_timeout",
+        "_worker",
+        "name",
+    )
 
     def __init__(
         self,
@@ -55,57 +76,104 @@ class Handle:
         *,
         new_event: Callable[[], anyio.Event],
         default_collection: str,
+        limit: InflightLimit,
         request_timeout: float | None = None,
+        fallback: Handle | None = None,
+        fallback_writes: bool = False,
     ) -> None:
         self.name = worker.name
         self._worker = worker
         self._send = worker.send_stream
         self._new_event = new_event
         self._default_collection = default_collection
-        self._timeout = request_timeout
+        self._limit = limit
+        self._timeout = _check_timeout(request_timeout)
+        self._fallback = fallback
+        self._fallback_writes = fallback_writes
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} on {type(self._worker.backend).__name__}>"
 
+    def with_timeout(self, request_timeout: float | None) -> Self:
+        """Return a handle on the same worker whose calls each have ``request_timeout`` seconds (``None``: no limit)."""
+        clone = object.__new__(type(self))
+        for name in Handle.__slots__:
+            setattr(clone, name, getattr(self, name))
+        clone._timeout = _check_timeout(request_timeout)
+        return clone
+
     async def _call(self, request: AnyRequest) -> Any:
         """Send ``request`` to the worker and return its reply (or raise its error).
 
-        With a ``request_timeout``, one deadline (the frame's own) covers both the wait for room in
-        a full mailbox and the wait for the reply.
+        With a ``request_timeout``, one deadline (the frame's own) covers the wait for a place under
+        the runtime's in-flight cap, for room in a full mailbox, and for the reply.
         """
-        slot = ReplySlot(self._new_event())
-        item = (frames.encode(request), slot)
-        try:
-            self._send.send_nowait(item)
-            queued = True
-        except anyio.WouldBlock:
-            queued = False
-        except anyio.ClosedResourceError:
-            raise RuntimeClosedError("The runtime is closed.", backend=self.name) from None
-        except anyio.BrokenResourceError:
-            raise self._unavailable() from None
+        breaker = self._worker.breaker
+        if breaker.state != CLOSED and not breaker.allow():
+            return await self._divert(request)
         if request.deadline is None:
-            if not queued:
-                await self._send_waiting(item)
-            return await _reply(slot)
+            return await self._send_and_wait(request)
         try:
             with anyio.fail_after(max(request.deadline - time.monotonic(), 0.0)):
-                if not queued:
-                    await self._send_waiting(item)
-                return await _reply(slot)
+                return await self._send_and_wait(request)
         except TimeoutError as exc:
             if isinstance(exc, KeyValueError):  # the worker's own deadline error
                 raise
             raise DeadlineExceededError(f"No reply within {self._timeout} s.", backend=self.name) from None
 
-    async def _send_waiting(self, item: tuple[bytes, ReplySlot]) -> None:
-        """Wait for room in a full mailbox (backpressure), then send."""
+    async def _send_and_wait(self, request: AnyRequest) -> Any:
+        limit = self._limit
+        if limit.used < limit.cap and not limit._waiters:
+            limit.used += 1
+            if limit.used > limit.peak:
+                limit.peak = limit.used
+        else:
+            await limit.acquire()
         try:
-            await self._send.send(item)
+            slot = ReplySlot(self._new_event(), time.perf_counter())
+            item = (frames.encode(request), slot)
+            try:
+                self._send.send_nowait(item)
+            except anyio.WouldBlock:
+                await self._send_waiting(item)
+            except anyio.ClosedResourceError:
+                raise RuntimeClosedError("The runtime is closed.", backend=self.name) from None
+            except anyio.BrokenResourceError:
+                raise self._unavailable() from None
+            return await _reply(slot)
+        finally:
+            limit.release()
+
+    async def _send_waiting(self, item: tuple[bytes, ReplySlot]) -> None:
+        """Wait for room in a full mailbox (backpressure), as the worker's mailbox policy says, then send."""
+        policy = self._worker.mailbox
+        try:
+            if policy.when_full == "fail":
+                raise self._overloaded("The backend's mailbox is full.")
+            if policy.max_wait is None:
+                await self._send.send(item)
+                return
+            with anyio.move_on_after(policy.max_wait) as scope:
+                await self._send.send(item)
+            if scope.cancelled_caught:
+                raise self._overloaded(f"The backend's mailbox stayed full for {policy.max_wait} s.")
         except anyio.ClosedResourceError:
             raise RuntimeClosedError("The runtime is closed.", backend=self.name) from None
         except anyio.BrokenResourceError:
             raise self._unavailable() from None
+
+    def _overloaded(self, reason: str) -> OverloadedError:
+        self._worker.counters.overloaded += 1
+        return OverloadedError(reason, backend=self.name)
+
+    async def _divert(self, request: AnyRequest) -> Any:
+        """Serve ``request`` from the fallback while the circuit is open, or refuse it at once."""
+        fallback = self._fallback
+        if fallback is not None and (self._fallback_writes or isinstance(request, _READS)):
+            return await fallback._call(request)
+        if self._worker.state == "unavailable":
+            raise BackendUnavailableError("Its supervisor gave up on the backend.", backend=self.name)
+        raise BackendUnavailableError("The backend's circuit is open after repeated failures.", backend=self.name)
 
     def _unavailable(self) -> Exception:
         if self._worker.state == "unavailable":
@@ -262,6 +330,18 @@ def _with_ttl(entry: Entry | None, now: float) -> tuple[dict[str, Any] | None, f
         return (None, None)
     value, expires = entry
     return (value, None if expires is None else expires - now)
+
+
+_READS: Final = (Get, Keys, Collections)
+"""Requests a fallback serves by default; writes go there only when asked (``FallbackPolicy.writes``)."""
+
+
+def _check_timeout(seconds: float | None) -> float | None:
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds < float("inf"):
+        raise ValueError(f"a request timeout must be a positive number of seconds, not {seconds!r}")
+    return float(seconds)
 
 
 def _check_limit(limit: int | None) -> int | None:

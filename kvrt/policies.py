@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import msgspec
+
+Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
+"""Which workers of a group restart when one crashes: itself, all, or itself and those spawned after it."""
 
 
 class RestartPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -21,14 +26,26 @@ class RestartPolicy(msgspec.Struct, frozen=True, kw_only=True):
     backoff_max: float = 2.0
     attempts: int = 3
     """How many times one request may be tried before its caller gets the backend's error."""
+    restart_type: Literal["permanent", "transient", "temporary"] = "permanent"
+    """OTP's restart types, read for kvrt: ``permanent`` restarts after any crash (a transient backend
+    error, or an unexpected exception in the worker); ``transient`` only after a transient backend
+    error, so an unexpected exception stops it; ``temporary`` never restarts: its first crash makes
+    it unavailable, and a sibling's crash under ``one_for_all`` or ``rest_for_one`` stops it too."""
 
 
 class MailboxPolicy(msgspec.Struct, frozen=True, kw_only=True):
-    """The bound on a worker's queue of waiting requests; a caller facing a full mailbox waits."""
+    """The bound on a worker's queue of waiting requests, and what a caller facing a full one does.
+
+    ``when_full="wait"`` (the default) waits for room, for at most ``max_wait`` seconds if given;
+    ``"fail"`` raises :class:`~kvrt.errors.OverloadedError` at once. Either way, waiting past
+    ``max_wait`` also raises ``OverloadedError``.
+    """
 
     size: int = 1024
     drain: int = 512
     """The most requests a worker takes from its mailbox for one round of batches."""
+    when_full: Literal["wait", "fail"] = "wait"
+    max_wait: float | None = None
 
 
 class CullPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -41,3 +58,29 @@ class CullPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
     interval: float = 1.0
     budget: int = 512
+
+
+class CircuitPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """When a worker's circuit breaker opens, and how long it stays open.
+
+    It opens after ``failures`` backend failures in a row, or when at least ``failure_rate`` of the
+    last ``window`` backend calls failed. It half-opens after ``reset_after`` seconds to let one
+    probe through; each failed probe doubles the wait, up to ``reset_max``.
+    """
+
+    failures: int = 5
+    failure_rate: float = 0.5
+    window: int = 20
+    reset_after: float = 1.0
+    reset_max: float = 30.0
+
+
+class FallbackPolicy(msgspec.Struct, frozen=True):
+    """Where a worker's requests go while its circuit is open: reads, and writes too if ``writes``.
+
+    ``handle`` is another handle of the same runtime (often a memory backend standing in for a
+    remote one). Passing a bare handle to ``spawn(fallback=...)`` means reads only.
+    """
+
+    handle: Any = None
+    writes: bool = False

@@ -15,10 +15,12 @@ class ReplySlot:
     request's batch failed transiently, against the restart policy's retry budget.
     """
 
-    __slots__ = ("_event", "attempts", "error", "result", "withdrawn")
+    __slots__ = ("_event", "attempts", "error", "result", "sent_at", "withdrawn")
 
-    def __init__(self, event: anyio.Event) -> None:
+    def __init__(self, event: anyio.Event, sent_at: float) -> None:
         self._event = event
+        self.sent_at = sent_at
+        """When the caller sent the request, on ``time.perf_counter()``: for latency statistics."""
         self.result: Any = None
         self.error: BaseException | None = None
         self.withdrawn = False

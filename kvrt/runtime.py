@@ -11,11 +11,14 @@ cancellation) stops taking requests, lets each worker drain what is already queu
 ``shutdown_grace`` seconds), then cancels the rest, whose callers get
 :class:`~kvrt.errors.RuntimeClosedError`, and closes each backend (waiting at most
 ``shutdown_grace`` seconds for it). A write that was acknowledged has reached its backend, so
-shutdown never loses one. An exception raised in the block comes out as itself.
+shutdown never loses one. An exception raised in the block comes out as itself; a critical worker
+that gave up comes out as :class:`~kvrt.errors.BackendUnavailableError`.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Self
 
@@ -24,10 +27,11 @@ from anyio.abc import TaskGroup
 
 from kvrt.backends.base import Backend
 from kvrt.entry import DEFAULT_COLLECTION, collection_name
-from kvrt.errors import RuntimeClosedError, StoreSetupError
+from kvrt.errors import KeyValueError, RuntimeClosedError, StoreSetupError
 from kvrt.handle import Handle, handle_class
-from kvrt.policies import CullPolicy, MailboxPolicy, RestartPolicy
-from kvrt.stats import WorkerStats
+from kvrt.inflight import InflightLimit
+from kvrt.policies import CircuitPolicy, CullPolicy, FallbackPolicy, MailboxPolicy, RestartPolicy, Strategy
+from kvrt.stats import RuntimeStats, WorkerStats
 from kvrt.supervisor import Supervisor
 from kvrt.worker import Worker
 
@@ -36,6 +40,8 @@ class Runtime:
     """Owns supervised backend workers and hands out client handles to them.
 
     The policies given here are the defaults for every worker; :meth:`spawn` can override them.
+    ``max_in_flight`` caps the requests sent and not yet answered across all workers: a caller past
+    it waits its turn (within its request timeout).
     """
 
     def __init__(
@@ -44,12 +50,16 @@ class Runtime:
         mailbox: MailboxPolicy | None = None,
         restart: RestartPolicy | None = None,
         cull: CullPolicy | None = None,
+        circuit: CircuitPolicy | None = None,
+        max_in_flight: int = 65_536,
         shutdown_grace: float = 5.0,
     ) -> None:
         self.mailbox = mailbox or MailboxPolicy()
         self.restart = restart or RestartPolicy()
         self.cull = cull or CullPolicy()
+        self.circuit = circuit or CircuitPolicy()
         self.shutdown_grace = shutdown_grace
+        self._limit = InflightLimit(max_in_flight)
         self._workers: dict[str, Worker] = {}
         self._handles: dict[str, Handle] = {}
         self._opening: set[str] = set()
@@ -81,6 +91,9 @@ class Runtime:
         workers = list(self._workers.values())
         for worker in workers:
             worker.send_stream.close()
+        # The body's own exception propagates as itself; only a cancellation goes to the task group,
+        # which needs to see it to account for its own cancel scope.
+        cancelled = exc if isinstance(exc, anyio.get_cancelled_exc_class()) else None
         try:
             # Shielded: queued requests get their grace period even when the block was cancelled.
             with anyio.move_on_after(self.shutdown_grace, shield=True):
@@ -88,8 +101,13 @@ class Runtime:
                     await worker.stopped.wait()
         finally:
             task_group.cancel_scope.cancel()  # workers past the grace period, and the cull schedules
-            # The body's own exception, if any, propagates as itself, not wrapped in a group.
-            await task_group.__aexit__(None, None, None)
+            try:
+                await task_group.__aexit__(type(cancelled) if cancelled else None, cancelled, traceback)
+            except BaseExceptionGroup as group:
+                failures = group.exceptions
+                if len(failures) == 1 and isinstance(failures[0], KeyValueError):
+                    raise failures[0] from None  # a critical backend gave up
+                raise
         return None
 
     async def spawn(
@@ -102,46 +120,105 @@ class Runtime:
         mailbox: MailboxPolicy | None = None,
         restart: RestartPolicy | None = None,
         cull: CullPolicy | None = None,
+        circuit: CircuitPolicy | None = None,
+        fallback: Handle | FallbackPolicy | None = None,
+        critical: bool = False,
     ) -> Handle:
         """Open ``backend``, start a supervised worker for it, and return a handle to it.
 
         ``name`` defaults to the backend's own (``"memory"``, ...) and must be unique in this runtime.
-        Raises :class:`~kvrt.errors.StoreSetupError` if the backend cannot be opened.
+        ``fallback`` serves reads (and writes, with ``FallbackPolicy(handle, writes=True)``) while
+        this worker's circuit is open. ``critical=True`` fails the whole runtime if the worker's
+        supervisor gives up. Raises :class:`~kvrt.errors.StoreSetupError` if the backend cannot be opened.
+        """
+        handles = await self.spawn_group(
+            {backend.name if name is None else name: backend},
+            default_collection=default_collection,
+            request_timeout=request_timeout,
+            mailbox=mailbox,
+            restart=restart,
+            cull=cull,
+            circuit=circuit,
+            fallback=fallback,
+            critical=critical,
+        )
+        return next(iter(handles.values()))
+
+    async def spawn_group(
+        self,
+        backends: Mapping[str, Backend],
+        *,
+        strategy: Strategy = "one_for_one",
+        default_collection: str | None = None,
+        request_timeout: float | None = None,
+        mailbox: MailboxPolicy | None = None,
+        restart: RestartPolicy | None = None,
+        cull: CullPolicy | None = None,
+        circuit: CircuitPolicy | None = None,
+        fallback: Handle | FallbackPolicy | None = None,
+        critical: bool = False,
+    ) -> dict[str, Handle]:
+        """Spawn workers, by name, under one supervisor: one restart intensity, and ``strategy`` on a crash.
+
+        ``one_for_one`` restarts the crashed worker alone, ``one_for_all`` every worker of the group,
+        ``rest_for_one`` the crashed one and those after it in ``backends``' order.
         """
         task_group = self._running()
-        name = backend.name if name is None else name
-        if name in self._workers or name in self._opening:
-            raise ValueError(f"this runtime already has a worker named {name!r}")
+        for name in backends:
+            if name in self._workers or name in self._opening:
+                raise ValueError(f"this runtime already has a worker named {name!r}")
         default = collection_name(default_collection, DEFAULT_COLLECTION)
-        self._opening.add(name)
+        restart = restart or self.restart
+        opened: list[Backend] = []
+        self._opening.update(backends)
         try:
-            await backend.open()
-        except Exception as exc:
-            raise StoreSetupError(f"Could not open the backend: {type(exc).__name__}", backend=name) from exc
+            for name, backend in backends.items():
+                try:
+                    await backend.open()
+                except Exception as exc:
+                    raise StoreSetupError(f"Could not open the backend: {type(exc).__name__}", backend=name) from exc
+                opened.append(backend)
+        except BaseException:
+            await self._close_quietly(opened)
+            raise
         finally:
-            self._opening.discard(name)
+            self._opening.difference_update(backends)
         if self._closed:
-            with anyio.CancelScope(shield=True):
-                await backend.close()
-            raise RuntimeClosedError("The runtime closed while the backend was opening.", backend=name)
-        worker = Worker(
-            name,
-            backend,
-            mailbox=mailbox or self.mailbox,
-            restart=restart or self.restart,
-            cull=cull or self.cull,
+            await self._close_quietly(opened)
+            raise RuntimeClosedError("The runtime closed while the backends were opening.")
+        cull = cull or self.cull
+        workers = [
+            Worker(
+                name,
+                backend,
+                mailbox=mailbox or self.mailbox,
+                restart=restart,
+                cull=cull,
+                circuit=circuit or self.circuit,
+            )
+            for name, backend in backends.items()
+        ]
+        supervisor = Supervisor(
+            workers, restart, strategy=strategy, close_timeout=self.shutdown_grace, critical=critical
         )
-        self._workers[name] = worker
-        supervisor = Supervisor(worker, restart or self.restart, close_timeout=self.shutdown_grace)
-        task_group.start_soon(supervisor.run, name=f"kvrt worker {name}")
-        capabilities = backend.capabilities
-        if capabilities.cull and not capabilities.native_ttl:
-            task_group.start_soon(self._cull_schedule, worker, cull or self.cull, name=f"kvrt cull {name}")
-        handle = handle_class(capabilities)(
-            worker, new_event=self._new_event, default_collection=default, request_timeout=request_timeout
-        )
-        self._handles[name] = handle
-        return handle
+        task_group.start_soon(supervisor.run, name=f"kvrt supervisor {', '.join(backends)}")
+        policy = fallback if isinstance(fallback, FallbackPolicy) else FallbackPolicy(fallback)
+        handles: dict[str, Handle] = {}
+        for worker in workers:
+            self._workers[worker.name] = worker
+            capabilities = worker.backend.capabilities
+            if capabilities.cull and not capabilities.native_ttl:
+                task_group.start_soon(self._cull_schedule, worker, cull, name=f"kvrt cull {worker.name}")
+            handles[worker.name] = self._handles[worker.name] = handle_class(capabilities)(
+                worker,
+                new_event=self._new_event,
+                default_collection=default,
+                limit=self._limit,
+                request_timeout=request_timeout,
+                fallback=policy.handle,
+                fallback_writes=policy.writes,
+            )
+        return handles
 
     def handle(self, name: str) -> Handle:
         """Return the handle of the worker called ``name``."""
@@ -155,12 +232,24 @@ class Runtime:
         """Return a snapshot of every worker, by name."""
         return {name: worker.snapshot() for name, worker in self._workers.items()}
 
+    def runtime_stats(self) -> RuntimeStats:
+        """Return the runtime-wide numbers: requests in flight now, the most ever, and the cap."""
+        limit = self._limit
+        return RuntimeStats(in_flight=limit.used, peak_in_flight=limit.peak, max_in_flight=limit.cap)
+
     def _running(self) -> TaskGroup:
         if self._closed:
             raise RuntimeClosedError("The runtime is closed.")
         if self._task_group is None:
             raise RuntimeError("use the Runtime in an 'async with' block")
         return self._task_group
+
+    @staticmethod
+    async def _close_quietly(backends: list[Backend]) -> None:
+        with anyio.CancelScope(shield=True):
+            for backend in backends:
+                with contextlib.suppress(Exception):  # the open failure is the error worth reporting
+                    await backend.close()
 
     @staticmethod
     async def _cull_schedule(worker: Worker, policy: CullPolicy) -> None:

@@ -1,9 +1,13 @@
-"""The supervisor: runs a worker, restarts it with backoff when it crashes, gives up past the intensity.
+"""The supervisor: runs a group of workers, restarts them with backoff when they crash, gives up past the intensity.
 
-Restart follows OTP's model: a crash (a transient backend failure) closes and reopens the backend's
-connection after an exponential backoff with jitter, and the worker picks up the requests it was
-holding. More than ``max_restarts`` restarts within ``within`` seconds means the backend is not
-coming back soon: the supervisor gives up, and every call on it fails at once.
+Restart follows OTP's model. A crash (a transient backend failure, or an unexpected exception in a
+worker) closes and reopens the backend's connection after an exponential backoff with jitter, and
+the worker picks up the requests it was holding. The group's strategy says who restarts with it:
+``one_for_one`` the crashed worker alone, ``one_for_all`` every worker of the group,
+``rest_for_one`` it and those spawned after it. More than ``max_restarts`` restarts of the group
+within ``within`` seconds means the backends are not coming back soon: the supervisor gives up,
+every worker of the group becomes unavailable and every call on one fails at once. A critical group
+then fails the whole runtime.
 """
 
 from __future__ import annotations
@@ -11,101 +15,172 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
+from collections.abc import Sequence
+from typing import Any
 
 import anyio
-from structlog.typing import FilteringBoundLogger
 
-from kvrt.errors import BackendUnavailableError, RuntimeClosedError
+from kvrt.errors import BackendUnavailableError, KeyValueError, RuntimeClosedError
 from kvrt.log import logger as _log
-from kvrt.policies import RestartPolicy
-from kvrt.worker import Worker, WorkerCrash
+from kvrt.policies import RestartPolicy, Strategy
+from kvrt.worker import SiblingRestart, Worker, WorkerCrash
 
 
 class Supervisor:
-    """Keeps one worker running for as long as its restart policy allows."""
+    """Keeps a group of workers running for as long as its restart policy allows."""
 
-    def __init__(self, worker: Worker, policy: RestartPolicy, *, close_timeout: float) -> None:
-        self.worker = worker
+    def __init__(
+        self,
+        workers: Sequence[Worker],
+        policy: RestartPolicy,
+        *,
+        strategy: Strategy = "one_for_one",
+        close_timeout: float,
+        critical: bool = False,
+    ) -> None:
+        self.workers = list(workers)
         self.policy = policy
+        self.strategy = strategy
         self.close_timeout = close_timeout
+        self.critical = critical
         self._restarts: deque[float] = deque()
+        self._delay = 0.0
+        self._scopes = {worker.name: anyio.CancelScope() for worker in self.workers}
+        self.gave_up = False
 
     async def run(self) -> None:
-        """Run the worker until its mailbox closes, restarting it after each crash; then close the backend."""
-        worker = self.worker
+        """Run every worker until its mailbox closes; raise if a critical group gave up."""
+        async with anyio.create_task_group() as group:
+            for worker in self.workers:
+                group.start_soon(self._supervise, worker, name=f"kvrt worker {worker.name}")
+        if self.gave_up and self.critical:
+            names = ", ".join(worker.name for worker in self.workers)
+            raise BackendUnavailableError(f"Critical backends gave up: {names}.")
+
+    async def _supervise(self, worker: Worker) -> None:
+        """Run one worker, restarting it as the policy and strategy say; close its backend at the end."""
         log = _log.bind(worker=worker.name, backend=type(worker.backend).__name__)
         log.info("worker.started")
         try:
-            while True:
-                try:
-                    await worker.run()
-                    worker.state = "stopped"
-                    return
-                except WorkerCrash as crash:
-                    cause = crash.__cause__
-                    log.warning("worker.crashed", cause=type(cause).__name__, detail=str(cause)[:200])
-                    if not await self._restart(log):
-                        self._give_up(log)
-                        return
+            with self._scopes[worker.name]:
+                while await self._run_once(worker, log):
+                    pass
         finally:
             if worker.state not in ("stopped", "unavailable"):
                 worker.state = "stopped"
-            worker.fail_all(lambda: RuntimeClosedError("The runtime shut down first.", backend=worker.name))
+            worker.fail_all(lambda: self._final_error(worker))
             worker.close_mailbox()
             with anyio.CancelScope(shield=True):  # the backend is closed even when we are cancelled
-                await self._close_backend(log)
+                await self._close_backend(worker, log)
             worker.stopped.set()
-            log.info("worker.stopped")
+            log.info("worker.stopped", state=worker.state)
 
-    async def _restart(self, log: FilteringBoundLogger) -> bool:
-        """Reopen the backend after a backoff; return ``False`` once the restart intensity is spent."""
-        worker = self.worker
-        policy = self.policy
-        worker.state = "restarting"
-        attempt = 0
-        while True:
-            now = time.monotonic()
-            while self._restarts and now - self._restarts[0] > policy.within:
-                self._restarts.popleft()
-            if len(self._restarts) >= policy.max_restarts:
+    async def _run_once(self, worker: Worker, log: Any) -> bool:
+        """Run ``worker`` until it stops; return whether it was restarted and should run again."""
+        try:
+            await worker.run()
+        except SiblingRestart:
+            if self.policy.restart_type == "temporary":
+                self._retire(worker, log, "a sibling crashed and temporary workers are not restarted")
                 return False
-            self._restarts.append(now)
-            worker.counters.restarts += 1
-            delay = min(policy.backoff_max, policy.backoff_initial * 2**attempt) * random.uniform(0.5, 1.0)
-            attempt += 1
-            log.info("worker.backoff", seconds=round(delay, 3), attempt=attempt)
-            await anyio.sleep(delay)
-            await self._close_backend(log)
-            try:
-                await worker.backend.open()
-            except Exception as exc:
-                log.warning("worker.reopen_failed", cause=type(exc).__name__, detail=str(exc)[:200])
-                continue
-            worker.state = "running"
-            log.info("worker.restarted", restarts=worker.counters.restarts)
-            return True
+            log.info("worker.restarting_with_sibling")
+            return await self._reopen(worker, log, self._delay)
+        except WorkerCrash as crash:
+            log.warning("worker.crashed", cause=_name(crash.__cause__), detail=str(crash.__cause__)[:200])
+            return await self._after_crash(worker, log, transient=True)
+        except Exception as exc:
+            log.error("worker.crashed", cause=_name(exc), detail=str(exc)[:200], unexpected=True)
+            return await self._after_crash(worker, log, transient=False)
+        worker.state = "stopped"
+        return False
 
-    def _give_up(self, log: FilteringBoundLogger) -> None:
-        """Mark the backend unavailable and fail everything waiting on it, now and from now on."""
-        worker = self.worker
-        worker.state = "unavailable"
+    async def _after_crash(self, worker: Worker, log: Any, *, transient: bool) -> bool:
+        restart_type = self.policy.restart_type
+        if restart_type == "temporary" or (restart_type == "transient" and not transient):
+            self._retire(worker, log, f"a {restart_type} worker is not restarted after this crash")
+            return False
+        worker.state = "restarting"
+        index = self.workers.index(worker)
+        affected = {
+            "one_for_one": [],
+            "one_for_all": self.workers[:index] + self.workers[index + 1 :],
+            "rest_for_one": self.workers[index + 1 :],
+        }[self.strategy]
+        while True:
+            if not self._may_restart():
+                self._give_up(log)
+                return False
+            for sibling in affected:
+                if sibling.state == "running":
+                    sibling.request_restart()
+            affected = []
+            if await self._reopen(worker, log, self._delay):
+                return True
+
+    def _may_restart(self) -> bool:
+        """Count a restart of the group against its intensity, and set the backoff before it."""
         policy = self.policy
+        now = time.monotonic()
+        while self._restarts and now - self._restarts[0] > policy.within:
+            self._restarts.popleft()
+        if len(self._restarts) >= policy.max_restarts:
+            return False
+        self._restarts.append(now)
+        attempt = len(self._restarts) - 1
+        self._delay = min(policy.backoff_max, policy.backoff_initial * 2**attempt) * random.uniform(0.5, 1.0)
+        return True
+
+    async def _reopen(self, worker: Worker, log: Any, delay: float) -> bool:
+        """Close the backend, wait ``delay``, open it again; ``False`` if opening failed."""
+        worker.state = "restarting"
+        worker.counters.restarts += 1
+        log.info("worker.backoff", seconds=round(delay, 3))
+        await anyio.sleep(delay)
+        await self._close_backend(worker, log)
+        try:
+            await worker.backend.open()
+        except Exception as exc:
+            log.warning("worker.reopen_failed", cause=_name(exc), detail=str(exc)[:200])
+            return await self._after_crash(worker, log, transient=True)
+        worker.state = "running"
+        log.info("worker.restarted", restarts=worker.counters.restarts)
+        return True
+
+    def _retire(self, worker: Worker, log: Any, reason: str) -> None:
+        """Stop one worker for good: it becomes unavailable."""
+        worker.state = "unavailable"
+        worker.breaker.hold_open()
+        log.error("worker.retired", reason=reason)
+
+    def _give_up(self, log: Any) -> None:
+        """Make every worker of the group unavailable and stop the others' loops."""
+        policy = self.policy
+        self.gave_up = True
         log.error("worker.gave_up", max_restarts=policy.max_restarts, within=policy.within)
-        worker.fail_all(
-            lambda: BackendUnavailableError(
-                f"The backend failed more than {policy.max_restarts} times in {policy.within} s; "
-                "its supervisor gave up.",
+        for worker in self.workers:
+            worker.state = "unavailable"
+            worker.breaker.hold_open()
+            self._scopes[worker.name].cancel()
+
+    def _final_error(self, worker: Worker) -> KeyValueError:
+        if worker.state == "unavailable":
+            return BackendUnavailableError(
+                f"The backend failed more than {self.policy.max_restarts} times in {self.policy.within} s, "
+                "or crashed in a way its restart type does not restart; its supervisor gave up.",
                 backend=worker.name,
             )
-        )
-        worker.close_mailbox()
+        return RuntimeClosedError("The runtime shut down first.", backend=worker.name)
 
-    async def _close_backend(self, log: FilteringBoundLogger) -> None:
+    async def _close_backend(self, worker: Worker, log: Any) -> None:
         """Close the backend, giving up after ``close_timeout`` seconds: a hung driver never hangs kvrt."""
         with anyio.move_on_after(self.close_timeout) as scope:
             try:
-                await self.worker.backend.close()
+                await worker.backend.close()
             except Exception as exc:
-                log.warning("worker.close_failed", cause=type(exc).__name__)
+                log.warning("worker.close_failed", cause=_name(exc))
         if scope.cancelled_caught:
             log.warning("worker.close_timed_out", seconds=self.close_timeout)
+
+
+def _name(error: BaseException | None) -> str:
+    return type(error).__name__

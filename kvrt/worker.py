@@ -20,6 +20,7 @@ from anyio.lowlevel import checkpoint
 
 from kvrt import frames
 from kvrt.backends.base import Backend
+from kvrt.circuit import Breaker
 from kvrt.errors import DeadlineExceededError, KeyValueError, KeyValueStoreError, StoreConnectionError
 from kvrt.frames import (
     AnyRequest,
@@ -34,17 +35,17 @@ from kvrt.frames import (
     Put,
 )
 from kvrt.log import logger as _log
-from kvrt.policies import CullPolicy, MailboxPolicy, RestartPolicy
+from kvrt.policies import CircuitPolicy, CullPolicy, MailboxPolicy, RestartPolicy
 from kvrt.reply import ReplySlot
 from kvrt.stats import Counters, WorkerStats
 
 Item = tuple[bytes, ReplySlot | None]
-"""What a mailbox carries: a frame and the slot for its reply (``None`` for the runtime's cull tick)."""
+"""What a mailbox carries: a frame and the slot for its reply (``None``: a tick that wakes the worker)."""
 
 Pending = tuple[AnyRequest, ReplySlot]
 Run = list[Pending]
 
-_CULL_TICK: Final[Item] = (b"", None)
+_TICK: Final[Item] = (b"", None)
 _OP_NAMES: Final[dict[type[AnyRequest], str]] = {
     Get: "get",
     Put: "put",
@@ -61,6 +62,10 @@ class WorkerCrash(Exception):
     """The backend failed in a way its connection must be rebuilt for; the supervisor restarts the worker."""
 
 
+class SiblingRestart(WorkerCrash):
+    """The worker stopped at a safe point because its supervisor restarts it along with a crashed sibling."""
+
+
 class Worker:
     """Runs one backend for the requests of every handle on it."""
 
@@ -72,17 +77,21 @@ class Worker:
         mailbox: MailboxPolicy,
         restart: RestartPolicy,
         cull: CullPolicy,
+        circuit: CircuitPolicy,
     ) -> None:
         self.name = name
         self.backend = backend
         self.state = "running"
         self.counters = Counters()
+        self.breaker = Breaker(name, circuit)
+        self.mailbox = mailbox
         self.stopped = anyio.Event()
         self.send_stream, self._receive = anyio.create_memory_object_stream[Item](mailbox.size)
         self._mailbox = mailbox
         self._restart = restart
         self._cull = cull
         self._cull_due = False
+        self._restart_due = False
         self._culled_this_pass = 0
         self._pending: Run = []
         self._serving: Run = []
@@ -106,6 +115,9 @@ class Worker:
         receive = self._receive
         blocked = True
         while True:
+            if self._restart_due:
+                self._restart_due = False
+                raise SiblingRestart(f"{self.name} restarts with a crashed sibling")
             if self._pending:
                 batch, self._pending = self._pending, []
             else:
@@ -142,9 +154,7 @@ class Worker:
                 break
         batch: Run = []
         for frame, slot in items:
-            if slot is None:
-                self._cull_due = True
-            else:
+            if slot is not None:  # ticks only wake the worker; their flags are already set
                 batch.append((frames.decode(frame), slot))
         return batch
 
@@ -195,9 +205,13 @@ class Worker:
         """Make one backend call for ``run`` and hand each caller its part of the answer."""
         request = run[0][0]
         try:
-            results = await self._runners[type(request)](run)
+            results = await self._bounded(run)
+        except WorkerCrash:
+            self.breaker.failed()
+            raise
         except Exception as exc:
             if self.backend.is_transient(exc):
+                self.breaker.failed()
                 self._count_attempt(run, exc)
                 raise WorkerCrash(f"{type(exc).__name__} in {self.name}") from exc
             if len(run) > 1:  # find the request the error belongs to; its neighbours still succeed
@@ -206,14 +220,37 @@ class Worker:
                 return
             self._fail(run[0][1], request, exc)
             return
+        self.breaker.succeeded()
+        now = time.perf_counter()
+        latency = self.counters.latency
         for (_, slot), result in zip(run, results, strict=True):
+            latency.record(now - slot.sent_at)
             slot.resolve(result)
         self.counters.batch(_OP_NAMES[type(request)], len(run))
+
+    async def _bounded(self, run: Run) -> list[Any]:
+        """Run the backend call for ``run``, abandoning it once every caller's deadline has passed.
+
+        Nobody waits for such a call any more, and a driver cut off mid-call may have left its
+        connection in any state, so the worker crashes and its supervisor reconnects.
+        """
+        call = self._runners[type(run[0][0])](run)
+        deadlines = [request.deadline for request, _ in run]
+        if None in deadlines:
+            return await call
+        latest: float = max(deadlines)  # type: ignore[type-var, assignment]
+        with anyio.move_on_after(latest - time.monotonic()) as scope:
+            return await call
+        assert scope.cancelled_caught
+        raise WorkerCrash(f"a call to {self.name} outlived every caller's deadline") from DeadlineExceededError(
+            "The backend did not answer before the deadline.", backend=self.name
+        )
 
     def _count_attempt(self, run: Run, exc: Exception) -> None:
         """Charge a transient failure to each request of ``run``; fail those out of attempts."""
         for request, slot in run:
             slot.attempts += 1
+            self.counters.retries += 1
             if slot.attempts >= self._restart.attempts:
                 error = StoreConnectionError(f"The backend kept failing: {type(exc).__name__}: {exc}"[:300])
                 error.__cause__ = exc
@@ -309,9 +346,17 @@ class Worker:
         if self._cull_due or self.state != "running":
             return
         self._cull_due = True
-        # A tick wakes a worker that is waiting for requests; a busy or closing one sees the flag.
+        self._wake()
+
+    def request_restart(self) -> None:
+        """Stop at the next safe point (between rounds) so the supervisor can restart this worker."""
+        self._restart_due = True
+        self._wake()
+
+    def _wake(self) -> None:
+        """Wake a worker waiting for requests; a busy or closing one sees its flags between rounds."""
         with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
-            self.send_stream.send_nowait(_CULL_TICK)
+            self.send_stream.send_nowait(_TICK)
 
     async def _cull_step(self) -> None:
         """Do one budget of culling; clear the flag, and log the pass, when nothing expired is left."""
@@ -373,4 +418,9 @@ class Worker:
             max_batch=counters.max_batch,
             deadline_drops=counters.deadline_drops,
             culled=counters.culled,
+            retries=counters.retries,
+            overloaded=counters.overloaded,
+            circuit=self.breaker.state,
+            circuit_trips=self.breaker.trips,
+            latency_ms=counters.latency.summary_ms(),
         )
