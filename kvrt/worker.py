@@ -62,6 +62,10 @@ class WorkerCrash(Exception):
     """The backend failed in a way its connection must be rebuilt for; the supervisor restarts the worker."""
 
 
+class BackendContractError(RuntimeError):
+    """A backend broke its contract (an answer of the wrong length): a bug, so the worker crashes."""
+
+
 class SiblingRestart(WorkerCrash):
     """The worker stopped at a safe point because its supervisor restarts it along with a crashed sibling."""
 
@@ -192,7 +196,7 @@ class Worker:
                         stop += 1
                 await self._serve_run(live[start:stop])
                 start = stop
-        except WorkerCrash:
+        except Exception:  # a crash: keep what is unanswered for the restarted worker
             self._pending = [pending for pending in live[start:] if not pending[1].done]
             self._serving = []
             raise
@@ -208,6 +212,8 @@ class Worker:
             results = await self._bounded(run)
         except WorkerCrash:
             self.breaker.failed()
+            raise
+        except BackendContractError:
             raise
         except Exception as exc:
             if self.backend.is_transient(exc):
@@ -284,9 +290,16 @@ class Worker:
         """Make one ``call`` for the keys of every request in ``run``; give each request its own results."""
         first = cast(Keyed, run[0][0])
         if len(run) == 1:
-            return [await call(first.collection, first.keys)]
+            found = await call(first.collection, first.keys)
+            if len(found) != len(first.keys):
+                raise BackendContractError(
+                    f"{type(self.backend).__name__} answered {len(found)} of {len(first.keys)} keys"
+                )
+            return [found]
         keys = [key for request, _ in run for key in cast(Keyed, request).keys]
         found = await call(first.collection, keys)
+        if len(found) != len(keys):
+            raise BackendContractError(f"{type(self.backend).__name__} answered {len(found)} of {len(keys)} keys")
         parts: list[Any] = []
         start = 0
         for request, _ in run:

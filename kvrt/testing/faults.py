@@ -1,4 +1,4 @@
-"""A backend that fails, hangs or crashes on command: the only fake kvrt's tests use, for injecting faults.
+"""A backend that fails, hangs, slows or breaks on command: the only fake kvrt's tests use, for injecting faults.
 
 It wraps a real backend (a :class:`~kvrt.backends.memory.MemoryBackend` by default), records every
 call that reaches it, and before doing the real work raises or waits as it was told to.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from typing import Any
 
 import anyio
 
@@ -40,6 +41,8 @@ class FaultyBackend(Backend):
         self._faults: deque[BaseException] = deque()
         self._poisoned: dict[str, BaseException] = {}
         self._gate: anyio.Event | None = None
+        self._delay = 0.0
+        self._short = 0
         self.entered = 0
         """How many data calls have started (including those held by :meth:`hang`)."""
 
@@ -61,6 +64,14 @@ class FaultyBackend(Backend):
             self._gate.set()
             self._gate = None
 
+    def slow(self, seconds: float) -> None:
+        """Make every data call from now on take ``seconds`` longer (``0`` to stop)."""
+        self._delay = seconds
+
+    def short_next(self, calls: int = 1) -> None:
+        """Make the next ``calls`` reads or deletes answer one key fewer than asked: a broken backend."""
+        self._short += calls
+
     def keys_seen(self, operation: str) -> list[str]:
         """Every key that reached this backend in calls of ``operation``, in order."""
         return [key for op, _, keys in self.calls if op == operation for key in keys]
@@ -69,6 +80,8 @@ class FaultyBackend(Backend):
         self.entered += 1
         if self._gate is not None:
             await self._gate.wait()
+        if self._delay:
+            await anyio.sleep(self._delay)
         self.calls.append((operation, collection, tuple(keys)))
         if self._faults:
             raise self._faults.popleft()
@@ -92,7 +105,7 @@ class FaultyBackend(Backend):
     async def get_many(self, collection: str, keys: Sequence[str]) -> list[bytes | None]:
         """Read through to the inner backend."""
         await self._enter("get", collection, keys)
-        return await self.inner.get_many(collection, keys)
+        return self._shortened(await self.inner.get_many(collection, keys))
 
     async def put_many(
         self,
@@ -108,7 +121,13 @@ class FaultyBackend(Backend):
     async def delete_many(self, collection: str, keys: Sequence[str]) -> list[bool]:
         """Delete through the inner backend."""
         await self._enter("delete", collection, keys)
-        return await self.inner.delete_many(collection, keys)
+        return self._shortened(await self.inner.delete_many(collection, keys))
+
+    def _shortened(self, results: list[Any]) -> list[Any]:
+        if self._short:
+            self._short -= 1
+            return results[:-1]
+        return results
 
     async def cull(self, budget: int) -> tuple[int, bool]:
         """Cull the inner backend."""
