@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import anyio
@@ -17,7 +16,7 @@ from kvrt.errors import (
     StoreConnectionError,
 )
 from kvrt.handle import Handle
-from kvrt.testing.conformance import LOOPS, eventually, raw_get, sleep_past
+from kvrt.testing.conformance import LOOPS, eventually, raw_get
 from kvrt.testing.faults import FaultyBackend, TransientFault
 
 pytestmark = pytest.mark.anyio
