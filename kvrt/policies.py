@@ -51,13 +51,16 @@ class MailboxPolicy(msgspec.Struct, frozen=True, kw_only=True):
 class CullPolicy(msgspec.Struct, frozen=True, kw_only=True):
     """Background removal of expired entries, for backends that do not expire entries themselves.
 
-    Every ``interval`` seconds the worker is told to cull; it then removes ``budget`` expired entries
-    per step, one step between rounds of foreground requests (or while idle) until none are left, so
-    a foreground request waits for at most one step.
+    Every ``interval`` seconds the worker is told to cull; it then removes expired entries a step at
+    a time until none are left. While idle, a step removes up to ``budget`` entries. While requests
+    are flowing, one step follows each round of them, sized from the measured cost per entry to take
+    about ``busy_share`` of the time the round took (and never more than ``budget``), so culling adds
+    about that share to foreground latency.
     """
 
     interval: float = 1.0
     budget: int = 512
+    busy_share: float = 0.1
 
 
 class CircuitPolicy(msgspec.Struct, frozen=True, kw_only=True):

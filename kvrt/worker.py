@@ -97,6 +97,7 @@ class Worker:
         self._cull_due = False
         self._restart_due = False
         self._culled_this_pass = 0
+        self._cull_cost = 0.0
         self._pending: Run = []
         self._serving: Run = []
         self._runners: dict[type[AnyRequest], Callable[[Run], Awaitable[list[Any]]]] = {
@@ -132,7 +133,7 @@ class Worker:
                     blocked = False
                 except anyio.WouldBlock:
                     if self._cull_due:
-                        await self._cull_step()
+                        await self._cull_step(self._cull.budget)  # idle: a full step
                         continue
                     try:
                         first = await receive.receive()
@@ -142,9 +143,10 @@ class Worker:
                 except anyio.EndOfStream:
                     return
                 batch = self._take(first)
+            started = time.perf_counter()
             await self._serve(batch)
-            if self._cull_due:
-                await self._cull_step()  # between rounds: a busy worker still culls, a step at a time
+            if self._cull_due:  # between rounds: a busy worker still culls, in steps sized to the round
+                await self._cull_step(self._busy_budget(time.perf_counter() - started))
 
     def _take(self, first: Item) -> Run:
         """Drain what else is waiting, decode it, and set aside cull ticks."""
@@ -371,16 +373,28 @@ class Worker:
         with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
             self.send_stream.send_nowait(_TICK)
 
-    async def _cull_step(self) -> None:
-        """Do one budget of culling; clear the flag, and log the pass, when nothing expired is left."""
+    def _busy_budget(self, round_seconds: float) -> int:
+        """Size a cull step taken between rounds to about ``busy_share`` of the round just served."""
+        policy = self._cull
+        if self._cull_cost <= 0.0:
+            return min(policy.budget, 64)  # no measurement yet: a small first step
+        wanted = int(policy.busy_share * round_seconds / self._cull_cost)
+        return max(16, min(policy.budget, wanted))
+
+    async def _cull_step(self, budget: int) -> None:
+        """Do one step of culling; clear the flag, and log the pass, when nothing expired is left."""
+        started = time.perf_counter()
         try:
-            removed, done = await self.backend.cull(self._cull.budget)
+            removed, done = await self.backend.cull(budget)
         except Exception as exc:
             self._cull_due = False
             if self.backend.is_transient(exc):
                 raise WorkerCrash(f"{type(exc).__name__} in {self.name} while culling") from exc
             _log.warning("worker.cull_failed", worker=self.name, error=type(exc).__name__)
             return
+        if removed:  # seconds per entry, smoothed: what sizes the next busy step
+            cost = (time.perf_counter() - started) / removed
+            self._cull_cost = cost if self._cull_cost <= 0.0 else 0.8 * self._cull_cost + 0.2 * cost
         self.counters.culled += removed
         self._culled_this_pass += removed
         if done:
