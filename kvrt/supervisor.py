@@ -95,6 +95,8 @@ class Supervisor:
         return False
 
     async def _after_crash(self, worker: Worker, log: Any, *, transient: bool) -> bool:
+        if self.gave_up:
+            return False
         restart_type = self.policy.restart_type
         if restart_type == "temporary" or (restart_type == "transient" and not transient):
             self._retire(worker, log, f"a {restart_type} worker is not restarted after this crash")
@@ -142,6 +144,8 @@ class Supervisor:
         except Exception as exc:
             log.warning("worker.reopen_failed", cause=_name(exc), detail=str(exc)[:200])
             return await self._after_crash(worker, log, transient=True)
+        if self.gave_up:  # a sibling gave up for the group while we were reopening (cancellation lands later)
+            return False
         worker.state = "running"
         log.info("worker.restarted", restarts=worker.counters.restarts)
         return True

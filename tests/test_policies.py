@@ -6,6 +6,7 @@ from typing import Any
 
 import anyio
 import pytest
+import structlog.testing
 
 from kvrt import CircuitPolicy, CullPolicy, FallbackPolicy, MailboxPolicy, RestartPolicy, Runtime
 from kvrt.backends.memory import MemoryBackend
@@ -205,8 +206,10 @@ async def test_the_circuit_opens_half_opens_and_closes() -> None:
     circuit = CircuitPolicy(failures=3, reset_after=0.1, reset_max=1.0)
     async with Runtime(restart=FAST.__replace__(attempts=1), circuit=circuit) as runtime:
         store = await runtime.spawn(backend)
-        await _trip(store, backend, 3)
+        with structlog.testing.capture_logs() as logs:
+            await _trip(store, backend, 3)
         assert runtime.stats()["faulty"].circuit == "open"
+        assert [entry["event"] for entry in logs if entry["event"].startswith("circuit.")] == ["circuit.opened"]
         calls = len(backend.calls)
         with pytest.raises(BackendUnavailableError, match="circuit is open"):
             await store.get("k")
@@ -220,7 +223,12 @@ async def test_the_circuit_opens_half_opens_and_closes() -> None:
         with pytest.raises(BackendUnavailableError):
             await store.get("k")
         await anyio.sleep(0.1)
-        assert await store.get("k") is None  # the probe succeeds
+        with structlog.testing.capture_logs() as logs:
+            assert await store.get("k") is None  # the probe succeeds
+        assert [entry["event"] for entry in logs if entry["event"].startswith("circuit.")] == [
+            "circuit.half_open",
+            "circuit.closed",
+        ]
         stats = runtime.stats()["faulty"]
         assert (stats.circuit, stats.circuit_trips) == ("closed", 2)
 
