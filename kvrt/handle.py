@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Self, SupportsFloat
 
 import anyio
@@ -102,26 +102,31 @@ class Handle:
         clone._timeout = _check_timeout(request_timeout)
         return clone
 
-    async def _call(self, request: AnyRequest) -> Any:
-        """Send ``request`` to the worker and return its reply (or raise its error).
+    def _call(self, request: AnyRequest) -> Coroutine[Any, Any, Any]:
+        """Return the coroutine that sends ``request`` and gives its reply (or raises its error).
 
-        With a ``request_timeout``, one deadline (the frame's own) covers the wait for a place under
-        the runtime's in-flight cap, for room in a full mailbox, and for the reply.
+        A plain method choosing among coroutines, so the common path awaits one frame, not two. With
+        a ``request_timeout``, one deadline (the frame's own) covers the wait for a place under the
+        runtime's in-flight cap, for room in a full mailbox, and for the reply.
         """
         breaker = self._worker.breaker
         if breaker.state != CLOSED and not breaker.allow():
-            return await self._divert(request)
+            return self._divert(request)
         if request.deadline is None:
-            return await self._send_and_wait(request)
+            return self._exchange(request)
+        return self._exchange_by_deadline(request, request.deadline)
+
+    async def _exchange_by_deadline(self, request: AnyRequest, deadline: float) -> Any:
         try:
-            with anyio.fail_after(max(request.deadline - time.monotonic(), 0.0)):
-                return await self._send_and_wait(request)
+            with anyio.fail_after(max(deadline - time.monotonic(), 0.0)):
+                return await self._exchange(request)
         except TimeoutError as exc:
             if isinstance(exc, KeyValueError):  # the worker's own deadline error
                 raise
             raise DeadlineExceededError(f"No reply within {self._timeout} s.", backend=self.name) from None
 
-    async def _send_and_wait(self, request: AnyRequest) -> Any:
+    async def _exchange(self, request: AnyRequest) -> Any:
+        """Take a place under the in-flight cap, send the frame, wait for the reply slot."""
         limit = self._limit
         if limit.used < limit.cap and not limit._waiters:
             limit.used += 1
@@ -129,8 +134,8 @@ class Handle:
                 limit.peak = limit.used
         else:
             await limit.acquire()
+        slot = ReplySlot(self._new_event(), time.perf_counter())
         try:
-            slot = ReplySlot(self._new_event(), time.perf_counter())
             item = (frames.encode(request), slot)
             try:
                 self._send.send_nowait(item)
@@ -140,9 +145,18 @@ class Handle:
                 raise RuntimeClosedError("The runtime is closed.", backend=self.name) from None
             except anyio.BrokenResourceError:
                 raise self._unavailable() from None
-            return await _reply(slot)
+            await slot._event.wait()
+        except BaseException:
+            slot.withdrawn = True  # a caller that stops waiting withdraws its request, if not yet sent
+            raise
         finally:
-            limit.release()
+            if limit._waiters:
+                limit.release()
+            else:
+                limit.used -= 1
+        if slot.error is not None:
+            raise slot.error
+        return slot.result
 
     async def _send_waiting(self, item: tuple[bytes, ReplySlot]) -> None:
         """Wait for room in a full mailbox (backpressure), as the worker's mailbox policy says, then send."""
@@ -314,15 +328,6 @@ class Handle:
             return 0
         removed: list[bool] = await self._call(Delete(self._deadline(), collection, checked))
         return sum(removed)
-
-
-async def _reply(slot: ReplySlot) -> Any:
-    """Wait for ``slot``; a caller that stops waiting withdraws its request, if not yet sent."""
-    try:
-        return await slot.wait()
-    except BaseException:
-        slot.withdrawn = True
-        raise
 
 
 def _with_ttl(entry: Entry | None, now: float) -> tuple[dict[str, Any] | None, float | None]:

@@ -41,7 +41,8 @@ class WorkerStats(msgspec.Struct, frozen=True, kw_only=True):
     circuit_trips: int
     """How many times the breaker has opened."""
     latency_ms: dict[str, float]
-    """Time from send to reply of answered requests: ``p50``, ``p90``, ``p99``, ``max``, in milliseconds."""
+    """Time from send to reply of answered requests (every eighth is sampled): ``p50``, ``p90``, ``p99``,
+    ``max``, in milliseconds."""
 
 
 class RuntimeStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -104,6 +105,7 @@ class Counters:
     """The worker's live counters; mutated on the hot path, so plain attributes and dict increments."""
 
     __slots__ = (
+        "answered",
         "batched",
         "batches",
         "culled",
@@ -121,6 +123,7 @@ class Counters:
     def __init__(self) -> None:
         self.ops: dict[str, int] = {}
         self.errors: dict[str, int] = {}
+        self.answered = 0
         self.in_flight = 0
         self.batches = 0
         self.batched = 0
