@@ -20,6 +20,9 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
     """The store expires entries itself; without it the runtime schedules :meth:`Backend.cull`."""
     max_batch: int = 1024
     """The most keys the worker merges into one call (a single larger request still goes whole)."""
+    concurrency: int = 1
+    """How many calls the backend can have in flight at once (its connection pool's size). Above 1,
+    the worker sends the runs of a round concurrently, and the backend must allow concurrent calls."""
     keys: bool = False
     """The backend implements :meth:`Backend.keys`."""
     collections: bool = False
@@ -36,7 +39,8 @@ class Backend:
     """Base class of every backend; subclasses override what their :attr:`capabilities` declare.
 
     Keys in one call may repeat: a later put of the same key wins, a later delete of it finds
-    nothing. Calls come from one worker, one at a time, so a backend needs no locking of its own.
+    nothing. Calls come from one worker, one at a time unless ``capabilities.concurrency`` says
+    the backend takes more, so a backend with the default needs no locking of its own.
     """
 
     name: str = "backend"

@@ -90,6 +90,8 @@ class Worker:
         self.counters = Counters()
         self.breaker = Breaker(name, circuit)
         self.mailbox = mailbox
+        concurrency = backend.capabilities.concurrency
+        self._lanes = anyio.Semaphore(concurrency) if concurrency > 1 else None
         self.stopped = anyio.Event()
         self.send_stream, self._receive = anyio.create_memory_object_stream[Item](mailbox.size)
         self._mailbox = mailbox
@@ -179,34 +181,65 @@ class Worker:
             live.append((request, slot))
         self._serving = live
         self.counters.in_flight = len(live)
-        limit = self.backend.capabilities.max_batch
-        start, end = 0, len(live)
         try:
-            while start < end:
-                first = live[start][0]
-                stop = start + 1
-                if isinstance(first, Keyed):
-                    size = len(first.keys)
-                    while stop < end:
-                        other = live[stop][0]
-                        if (
-                            type(other) is not type(first)
-                            or cast(Keyed, other).collection != first.collection
-                            or size + len(cast(Keyed, other).keys) > limit
-                        ):
-                            break
-                        size += len(cast(Keyed, other).keys)
-                        stop += 1
-                await self._serve_run(live[start:stop])
-                start = stop
+            runs = self._runs(live)
+            if self._lanes is None or len(runs) == 1:
+                for run in runs:
+                    await self._serve_run(run)
+            else:
+                await self._serve_concurrently(runs, self._lanes)
         except Exception:  # a crash: keep what is unanswered for the restarted worker
-            self._pending = [pending for pending in live[start:] if not pending[1].done]
+            self._pending = [pending for pending in live if not pending[1].done]
             self._serving = []
             raise
         finally:
             self.counters.in_flight = 0
         # Left in place when cancelled (shutdown past its grace), so fail_all can answer these callers.
         self._serving = []
+
+    def _runs(self, live: Run) -> list[Run]:
+        """Cut ``live`` into runs: consecutive requests of one kind and collection, up to ``max_batch`` keys."""
+        limit = self.backend.capabilities.max_batch
+        runs: list[Run] = []
+        start, end = 0, len(live)
+        while start < end:
+            first = live[start][0]
+            stop = start + 1
+            if isinstance(first, Keyed):
+                size = len(first.keys)
+                while stop < end:
+                    other = live[stop][0]
+                    if (
+                        type(other) is not type(first)
+                        or cast(Keyed, other).collection != first.collection
+                        or size + len(cast(Keyed, other).keys) > limit
+                    ):
+                        break
+                    size += len(cast(Keyed, other).keys)
+                    stop += 1
+            runs.append(live[start:stop])
+            start = stop
+        return runs
+
+    async def _serve_concurrently(self, runs: list[Run], lanes: anyio.Semaphore) -> None:
+        """Serve ``runs`` with up to ``concurrency`` backend calls at once; a crash in one stops the rest."""
+        crashes: list[Exception] = []
+
+        async def serve(run: Run) -> None:
+            try:
+                await self._serve_run(run)
+            except Exception as exc:
+                crashes.append(exc)
+                group.cancel_scope.cancel()
+            finally:
+                lanes.release()
+
+        async with anyio.create_task_group() as group:
+            for run in runs:
+                await lanes.acquire()
+                group.start_soon(serve, run)
+        if crashes:
+            raise crashes[0]
 
     async def _serve_run(self, run: Run) -> None:
         """Make one backend call for ``run`` and hand each caller its part of the answer."""

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import anyio
+import msgspec
 
 from kvrt.backends.base import Backend
 from kvrt.backends.memory import MemoryBackend
@@ -29,9 +30,12 @@ class FaultyBackend(Backend):
 
     name = "faulty"
 
-    def __init__(self, inner: Backend | None = None) -> None:
+    def __init__(self, inner: Backend | None = None, *, concurrency: int = 1) -> None:
         self.inner = inner if inner is not None else MemoryBackend()
-        self.capabilities = self.inner.capabilities
+        self.capabilities = msgspec.structs.replace(self.inner.capabilities, concurrency=concurrency)
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        """The most data calls it was in at once."""
         self.calls: list[tuple[str, str, tuple[str, ...]]] = []
         """``(operation, collection, keys)`` of every data call that reached this backend."""
         self.opens = 0
@@ -78,10 +82,15 @@ class FaultyBackend(Backend):
 
     async def _enter(self, operation: str, collection: str, keys: Sequence[str] = ()) -> None:
         self.entered += 1
-        if self._gate is not None:
-            await self._gate.wait()
-        if self._delay:
-            await anyio.sleep(self._delay)
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            if self._gate is not None:
+                await self._gate.wait()
+            if self._delay:
+                await anyio.sleep(self._delay)
+        finally:
+            self.in_flight -= 1
         self.calls.append((operation, collection, tuple(keys)))
         if self._faults:
             raise self._faults.popleft()
