@@ -68,6 +68,24 @@ async def test_a_permanent_worker_restarts_after_an_unexpected_exception() -> No
         assert runtime.stats()["faulty"].state == "running"
 
 
+async def test_restarts_back_off_exponentially_with_jitter_up_to_the_cap() -> None:
+    backend = FaultyBackend()
+    policy = RestartPolicy(max_restarts=5, within=60.0, backoff_initial=0.01, backoff_max=0.05, attempts=1)
+    async with Runtime(restart=policy) as runtime:
+        store = await runtime.spawn(backend)
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(5):
+                backend.fail_next(TransientFault("reset"))
+                with pytest.raises(StoreConnectionError):
+                    await store.put("k", {"v": 1})
+                await eventually(lambda: runtime.stats()["faulty"].state == "running")
+        delays = [entry["seconds"] for entry in logs if entry["event"] == "worker.backoff"]
+        ceilings = [0.01, 0.02, 0.04, 0.05, 0.05]
+        assert len(delays) == 5
+        for delay, ceiling in zip(delays, ceilings, strict=True):
+            assert ceiling * 0.5 - 0.001 <= delay <= ceiling + 0.001
+
+
 # Strategies.
 
 
