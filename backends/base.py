@@ -53,8 +53,8 @@ class Backend:
     async def close(self) -> None:
         """Release the client; :meth:`open` may follow."""
 
-    async def get_many(self, collection: str, keys: Sequence[str]) -> list[bytes | None]:
-        """Return the stored document of each key, ``None`` where there is none."""
+    async def get_many(self, collection: str, keys: Sequence[str]) -> list[bytes | str | None]:
+        """Return the stored document of each key (JSON, as bytes or str), ``None`` where there is none."""
         raise NotImplementedError
 
     async def put_many(

@@ -120,14 +120,14 @@ class MemoryBackend(Backend):
         self.max_entries_per_collection = max_entries_per_collection
         self._collections: dict[str, _Collection] = {}
 
-    async def get_many(self, collection: str, keys: Sequence[str]) -> list[bytes | None]:
+    async def get_many(self, collection: str, keys: Sequence[str]) -> list[bytes | str | None]:
         """Return each key's document, refreshing its recency; expired entries read as missing."""
         stored = self._collections.get(collection)
         if stored is None:
             return [None] * len(keys)
         documents, expiries = stored.documents, stored.expiries
         now = time.time()
-        found: list[bytes | None] = []
+        found: list[bytes | str | None] = []
         for key in keys:
             document = documents.get(key)
             if document is None:

@@ -13,7 +13,7 @@ class NullBackend(Backend):
     name = "null"
     capabilities = Capabilities(native_ttl=True, max_batch=1 << 20)
 
-    async def get_many(self, collection: str, keys: Sequence[str]) -> list[bytes | None]:
+    async def get_many(self, collection: str, keys: Sequence[str]) -> list[bytes | str | None]:
         """Miss every key."""
         return [None] * len(keys)
 

@@ -226,7 +226,7 @@ class Handle:
             raise
         return entries, when.expires_epoch
 
-    def _read(self, found: bytes | None, collection: str, key: str, now: float) -> Entry | None:
+    def _read(self, found: bytes | str | None, collection: str, key: str, now: float) -> Entry | None:
         """Decode a found document; ``None`` when missing or expired, whatever the backend thought."""
         if found is None:
             return None

@@ -166,7 +166,7 @@ async def raw_put(store: Handle, collection: str, key: str, document: bytes, exp
     await store._call(frames.Put(None, collection, [key], [document], expires_at))
 
 
-async def raw_get(store: Handle, collection: str, key: str) -> bytes | None:
+async def raw_get(store: Handle, collection: str, key: str) -> bytes | str | None:
     """Return the stored document of ``key`` as the backend holds it."""
     (found,) = await store._call(frames.Get(None, collection, [key]))
     return found  # type: ignore[no-any-return]

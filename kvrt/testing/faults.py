@@ -111,7 +111,7 @@ class FaultyBackend(Backend):
         self.closes += 1
         await self.inner.close()
 
-    async def get_many(self, collection: str, keys: Sequence[str]) -> list[bytes | None]:
+    async def get_many(self, collection: str, keys: Sequence[str]) -> list[bytes | str | None]:
         """Read through to the inner backend."""
         await self._enter("get", collection, keys)
         return self._shortened(await self.inner.get_many(collection, keys))

@@ -1,0 +1,241 @@
+"""A store in one directory, on diskcache (SQLite in WAL mode): the persistent embedded default.
+
+diskcache blocks, so every call runs in a thread, one at a time (a capacity limiter of one), and
+the app's event loop never waits on the disk. A batch is one hop: the reads of a merged ``get`` in
+one call, the writes of a merged ``put`` or ``delete`` in one transaction, so an acknowledged write
+is committed and survives the process being killed.
+
+The layout is py-key-value's ``DiskStore``'s, so either library reads the other's directory: the
+diskcache key ``"{collection}::{key}"`` holds the JSON document as a ``str``, with diskcache's own
+expiry. A collection name holding ``%`` or ``:`` has those two characters percent-encoded, so no
+two (collection, key) pairs can share a diskcache key; other names are stored as they are.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import anyio
+
+from kvrt.backends.base import Backend, Capabilities
+from kvrt.errors import StoreSetupError
+
+try:
+    import diskcache
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError("DiskBackend needs diskcache: pip install 'kvrt[disk]'") from exc
+
+_T = TypeVar("_T")
+_SEPARATOR = "::"
+_MISSING: Any = object()
+
+EvictionPolicy = Literal["least-recently-stored", "least-recently-used", "least-frequently-used", "none"]
+
+
+def disk_key(collection: str, key: str) -> str:
+    """Return the diskcache key of ``key`` in ``collection`` (the reference's ``collection::key``)."""
+    if "%" in collection or ":" in collection:
+        collection = collection.replace("%", "%25").replace(":", "%3A")
+    return f"{collection}{_SEPARATOR}{key}"
+
+
+def split_disk_key(stored: object) -> tuple[str, str] | None:
+    """Return the (collection, key) a diskcache key stands for, or ``None`` if it is not one of kvrt's."""
+    if not isinstance(stored, str) or _SEPARATOR not in stored:
+        return None
+    collection, key = stored.split(_SEPARATOR, 1)
+    if "%" in collection:
+        collection = collection.replace("%3A", ":").replace("%25", "%")
+    return collection, key
+
+
+class DiskBackend(Backend):
+    """Entries in a diskcache ``Cache`` in ``directory`` (created if missing).
+
+    ``size_limit`` (bytes) bounds the directory: past it, diskcache evicts by ``eviction_policy``,
+    ``least-recently-stored`` first by default (the oldest writes go first; reads do not refresh
+    them). Without a ``size_limit`` nothing is evicted. Or pass an open ``cache`` you own; kvrt
+    then never closes it. Expired entries are never returned, and are culled in the background.
+    """
+
+    name = "disk"
+    capabilities = Capabilities(
+        native_ttl=False,  # diskcache removes expired entries only when asked: the runtime culls
+        max_batch=1024,
+        keys=True,
+        collections=True,
+        destroy=True,
+        destroy_collection=True,
+        cull=True,
+    )
+
+    def __init__(
+        self,
+        directory: str | Path | None = None,
+        *,
+        size_limit: int | None = None,
+        eviction_policy: EvictionPolicy = "least-recently-stored",
+        cache: diskcache.Cache | None = None,
+    ) -> None:
+        if (directory is None) == (cache is None):
+            raise ValueError("give DiskBackend a directory or an open diskcache.Cache, not both")
+        if size_limit is not None and (type(size_limit) is not int or size_limit < 1):
+            raise ValueError("size_limit must be a positive number of bytes")
+        self.directory = Path(cache.directory if cache is not None else directory)  # type: ignore[arg-type]
+        self._size_limit = size_limit
+        self._eviction_policy = eviction_policy if size_limit is not None else "none"
+        self._cache = cache
+        self._owns_cache = cache is None
+        self._thread = anyio.CapacityLimiter(1)
+        self._cull_cursor: float | None = None
+        self._cull_stride = 1.0
+
+    async def _run(self, call: Callable[..., _T], *args: Any) -> _T:
+        """Run a blocking call on this backend's thread lane, in order, off the event loop."""
+        return await anyio.to_thread.run_sync(call, *args, limiter=self._thread)
+
+    @property
+    def cache(self) -> diskcache.Cache:
+        """The open diskcache (only between :meth:`open` and :meth:`close`)."""
+        if self._cache is None:
+            raise StoreSetupError("the disk backend is not open", backend=self.name)
+        return self._cache
+
+    async def open(self) -> None:
+        """Open (and create) the cache directory."""
+        if self._cache is None:
+            self._cache = await self._run(self._open_cache)
+
+    def _open_cache(self) -> diskcache.Cache:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        settings: dict[str, Any] = {"eviction_policy": self._eviction_policy}
+        if self._size_limit is not None:
+            settings["size_limit"] = self._size_limit
+        return diskcache.Cache(str(self.directory), **settings)
+
+    async def close(self) -> None:
+        """Close the cache, if kvrt opened it."""
+        if self._owns_cache and self._cache is not None:
+            cache, self._cache = self._cache, None
+            await self._run(cache.close)
+
+    async def get_many(self, collection: str, keys: Sequence[str]) -> list[bytes | str | None]:
+        """Read every key in one hop to the disk thread."""
+        return await self._run(self._get_many, collection, keys)
+
+    def _get_many(self, collection: str, keys: Sequence[str]) -> list[bytes | str | None]:
+        get = self.cache.get
+        found: list[bytes | str | None] = []
+        for key in keys:
+            document = get(disk_key(collection, key), retry=True)
+            found.append(document if isinstance(document, str | bytes) else None)
+        return found
+
+    async def put_many(
+        self,
+        collection: str,
+        keys: Sequence[str],
+        entries: Sequence[bytes],
+        expires_at: Sequence[float | None],
+    ) -> None:
+        """Write every entry in one transaction."""
+        await self._run(self._put_many, collection, keys, entries, expires_at)
+
+    def _put_many(
+        self, collection: str, keys: Sequence[str], entries: Sequence[bytes], expires_at: Sequence[float | None]
+    ) -> None:
+        cache = self.cache
+        now = time.time()
+        with cache.transact(retry=True):
+            for key, entry, expiry in zip(keys, entries, expires_at, strict=True):
+                # diskcache expiry is relative; a document already past its expiry is still written
+                # (it replaces the old one) and reads as missing.
+                expire = None if expiry is None else max(expiry - now, 1e-6)
+                cache.set(disk_key(collection, key), entry.decode(), expire=expire, retry=True)
+
+    async def delete_many(self, collection: str, keys: Sequence[str]) -> list[bool]:
+        """Delete every key in one transaction; an expired entry does not count as removed."""
+        return await self._run(self._delete_many, collection, keys)
+
+    def _delete_many(self, collection: str, keys: Sequence[str]) -> list[bool]:
+        cache = self.cache
+        with cache.transact(retry=True):
+            return [cache.pop(disk_key(collection, key), _MISSING, retry=True) is not _MISSING for key in keys]
+
+    async def cull(self, budget: int) -> tuple[int, bool]:
+        """Remove expired entries, about ``budget`` of them per step."""
+        return await self._run(self._cull, budget)
+
+    def _cull(self, budget: int) -> tuple[int, bool]:
+        # diskcache's public expire(now) removes everything that expired before ``now``. Advance
+        # that cutoff through expiry time from step to step, stretching or shrinking the stride so
+        # a step removes about ``budget`` entries.
+        now = time.time()
+        cursor = self._cull_cursor if self._cull_cursor is not None else now - 3600.0
+        cutoff = min(now, cursor + self._cull_stride)
+        removed = int(self.cache.expire(now=cutoff, retry=True))
+        if removed > budget:
+            self._cull_stride = max(self._cull_stride / 2, 0.001)
+        elif removed < budget // 2:
+            self._cull_stride = min(self._cull_stride * 2, 3600.0)
+        done = cutoff >= now
+        self._cull_cursor = None if done else cutoff
+        return removed, done
+
+    async def keys(self, collection: str, limit: int | None) -> list[str]:
+        """Return the live keys of ``collection`` (a scan of the whole cache)."""
+        return await self._run(self._keys, collection, limit)
+
+    def _keys(self, collection: str, limit: int | None) -> list[str]:
+        cache = self.cache
+        names: list[str] = []
+        for stored in cache.iterkeys():
+            parts = split_disk_key(stored)
+            if parts is not None and parts[0] == collection and stored in cache:
+                names.append(parts[1])
+                if limit is not None and len(names) >= limit:
+                    break
+        return names
+
+    async def collections(self, limit: int | None) -> list[str]:
+        """Return the collections that hold live entries (a scan of the whole cache)."""
+        return await self._run(self._collections, limit)
+
+    def _collections(self, limit: int | None) -> list[str]:
+        cache = self.cache
+        names: dict[str, None] = {}
+        for stored in cache.iterkeys():
+            parts = split_disk_key(stored)
+            if parts is not None and parts[0] not in names and stored in cache:
+                names[parts[0]] = None
+                if limit is not None and len(names) >= limit:
+                    break
+        return list(names)
+
+    async def destroy(self) -> bool:
+        """Remove every kvrt entry of the cache (keys in kvrt's layout only, never other data)."""
+        return await self._run(self._destroy, None)
+
+    async def destroy_collection(self, collection: str) -> bool:
+        """Remove every entry of ``collection``."""
+        return await self._run(self._destroy, collection)
+
+    def _destroy(self, collection: str | None) -> bool:
+        cache = self.cache
+        doomed = [
+            stored
+            for stored in cache.iterkeys()
+            if (parts := split_disk_key(stored)) is not None and (collection is None or parts[0] == collection)
+        ]
+        live = False
+        with cache.transact(retry=True):
+            for stored in doomed:
+                live = cache.pop(stored, _MISSING, retry=True) is not _MISSING or live
+        return live
+
+    def is_transient(self, error: BaseException) -> bool:
+        """Call a database timeout (another process holding the lock) transient: worth a retry."""
+        return isinstance(error, diskcache.Timeout)
