@@ -1,0 +1,76 @@
+"""The same directory, written by one library and read by the other (SPEC.md section 5)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvrt import Runtime
+from kvrt.backends.disk import DiskBackend, disk_key, split_disk_key
+from kvrt.testing.conformance import LOOPS, sleep_past
+
+disk_store = pytest.importorskip("key_value.aio.stores.disk")
+
+pytestmark = pytest.mark.anyio
+
+VALUES: dict[str, dict[str, Any]] = {
+    "user-1": {"name": "Alice", "age": 30, "tags": ["a", "b"], "active": True},
+    "user_2": {"nested": {"list": [1, 2.5, None]}, "unicode": "héllo 🎉"},
+    "empty": {},
+}
+
+
+@pytest.fixture(params=LOOPS)
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def test_kvrt_reads_what_the_reference_wrote(tmp_path: Path) -> None:
+    reference = disk_store.DiskStore(directory=tmp_path)
+    for key, value in VALUES.items():
+        await reference.put(key, value, collection="users")
+    await reference.put("brief", {"v": 1}, collection="users", ttl=100)
+    await reference.put("gone", {"v": 2}, collection="users", ttl=0.2)
+    await reference.close()
+    await sleep_past(time.time() + 0.2)
+
+    async with Runtime() as runtime:
+        store = await runtime.spawn(DiskBackend(tmp_path))
+        assert await store.get_many(list(VALUES), collection="users") == list(VALUES.values())
+        found, left = await store.ttl("brief", collection="users")
+        assert found == {"v": 1}
+        assert left is not None
+        assert 99 < left <= 100
+        assert await store.get("gone", collection="users") is None
+        assert sorted(await store.keys("users")) == sorted([*VALUES, "brief"])  # type: ignore[attr-defined]
+
+
+async def test_the_reference_reads_what_kvrt_wrote(tmp_path: Path) -> None:
+    async with Runtime() as runtime:
+        store = await runtime.spawn(DiskBackend(tmp_path))
+        await store.put_many(list(VALUES), list(VALUES.values()), collection="users")
+        await store.put("brief", {"v": 1}, collection="users", ttl=100)
+
+    reference = disk_store.DiskStore(directory=tmp_path)
+    try:
+        for key, value in VALUES.items():
+            assert await reference.get(key, collection="users") == value
+        found, left = await reference.ttl("brief", collection="users")
+        assert found == {"v": 1}
+        assert left is not None
+        assert 99 < left <= 100
+        assert await reference.get("missing", collection="users") is None
+    finally:
+        await reference.close()
+
+
+def test_names_are_escaped_only_where_they_could_collide() -> None:
+    assert disk_key("users", "u-1") == "users::u-1"
+    assert disk_key("a::b", "c") != disk_key("a", "b::c")
+    for collection, key in [("a::b", "c"), ("a", "b::c"), ("100%", "::"), ("%3A", "x"), (":", "")]:
+        assert split_disk_key(disk_key(collection, key)) == (collection, key)
+    assert split_disk_key("not kvrt's") is None
+    assert split_disk_key(42) is None
