@@ -17,16 +17,15 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import anyio
+from harness import write_section
 
 import kvrt
 from kvrt.backends.memory import MemoryBackend
 
 ENTRIES = 100_000
 CALLERS = 64
-RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 async def _run(culling: bool, budget: int) -> tuple[float, float, int]:
@@ -114,18 +113,6 @@ def _report(runs: dict[str, list[tuple[float, float, int]]], budget: int, comman
     return "\n".join(lines)
 
 
-def _write(section: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    heading = section.splitlines()[0]
-    if heading in text:
-        start = text.index(heading)
-        rest = text.find("\n## ", start + 1)
-        text = text[:start] + section + ("" if rest < 0 else text[rest:])
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text)
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
@@ -137,4 +124,4 @@ if __name__ == "__main__":
     report = _report(results, args.budget, "python " + " ".join(sys.argv))
     print(report)
     if args.write:
-        _write(report)
+        write_section(report)

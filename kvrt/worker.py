@@ -102,7 +102,9 @@ class Worker:
         self._culled_this_pass = 0
         self._cull_cost = 0.0
         self._pending: Run = []
-        self._serving: Run = []
+        self._rounds: dict[int, Run] = {}
+        """The requests of every round in flight, by round."""
+        self._last_round = 0.0
         self._runners: dict[type[AnyRequest], Callable[[Run], Awaitable[list[Any]]]] = {
             Get: self._get,
             Put: self._put,
@@ -118,8 +120,49 @@ class Worker:
         """Serve requests until the mailbox is closed and empty.
 
         Raises :class:`WorkerCrash` when the backend fails transiently; the unanswered requests are
-        kept and served first when the supervisor calls ``run`` again.
+        kept and served first when the supervisor calls ``run`` again. With a backend that takes
+        concurrent calls, up to that many rounds are in flight at once: the next round is taken
+        while the last one is still at the backend.
         """
+        if self._lanes is None:
+            await self._loop(self._serve)
+            return
+        crashes: list[Exception] = []
+        rounds_free = anyio.Semaphore(self.backend.capabilities.concurrency)
+        async with anyio.create_task_group() as rounds:
+
+            async def serve(batch: Run) -> None:
+                del self._rounds[id(batch)]  # _serve holds it from here
+                try:
+                    await self._serve(batch)
+                except Exception as exc:
+                    crashes.append(exc)
+                    rounds.cancel_scope.cancel()
+                finally:
+                    rounds_free.release()
+
+            async def start(batch: Run) -> None:
+                try:
+                    await rounds_free.acquire()
+                except BaseException:  # cancelled by a crash before the round began: keep its requests
+                    self._pending += batch
+                    raise
+                self._rounds[id(batch)] = batch  # held, even if cancelled before its task first runs
+                rounds.start_soon(serve, batch)
+
+            try:
+                await self._loop(start)
+            except SiblingRestart as exc:
+                crashes.append(exc)
+                rounds.cancel_scope.cancel()
+        if crashes:
+            for live in self._rounds.values():  # rounds cancelled by the crash: try them again
+                self._pending += [pending for pending in live if not pending[1].done]
+            self._rounds.clear()
+            raise crashes[0]
+
+    async def _loop(self, serve: Callable[[Run], Awaitable[None]]) -> None:
+        """Take rounds from the mailbox and hand each to ``serve``; cull between them when due."""
         receive = self._receive
         blocked = True
         while True:
@@ -146,10 +189,9 @@ class Worker:
                 except anyio.EndOfStream:
                     return
                 batch = self._take(first)
-            started = time.perf_counter()
-            await self._serve(batch)
+            await serve(batch)
             if self._cull_due:  # between rounds: a busy worker still culls, in steps sized to the round
-                await self._cull_step(self._busy_budget(time.perf_counter() - started))
+                await self._cull_step(self._busy_budget(self._last_round))
 
     def _take(self, first: Item) -> Run:
         """Drain what else is waiting, decode it, and set aside cull ticks."""
@@ -179,23 +221,30 @@ class Worker:
                 self._fail(slot, request, DeadlineExceededError("The request's deadline passed before it was sent."))
                 continue
             live.append((request, slot))
-        self._serving = live
-        self.counters.in_flight = len(live)
+        key = id(live)
+        self._rounds[key] = live
+        self.counters.in_flight += len(live)
+        started = time.perf_counter()
         try:
             runs = self._runs(live)
-            if self._lanes is None or len(runs) == 1:
+            if self._lanes is None:
                 for run in runs:
                     await self._serve_run(run)
+            elif len(runs) == 1:
+                async with self._lanes:  # every backend call holds a lane: calls in flight stay bounded
+                    await self._serve_run(runs[0])
             else:
                 await self._serve_concurrently(runs, self._lanes)
         except Exception:  # a crash: keep what is unanswered for the restarted worker
-            self._pending = [pending for pending in live if not pending[1].done]
-            self._serving = []
+            self._pending += [pending for pending in live if not pending[1].done]
+            del self._rounds[key]
             raise
         finally:
-            self.counters.in_flight = 0
-        # Left in place when cancelled (shutdown past its grace), so fail_all can answer these callers.
-        self._serving = []
+            self.counters.in_flight -= len(live)
+        # Left in _rounds when cancelled (shutdown past its grace, or a concurrent round's crash),
+        # so whoever cancelled can answer or re-queue these callers.
+        del self._rounds[key]
+        self._last_round = time.perf_counter() - started
 
     def _runs(self, live: Run) -> list[Run]:
         """Cut ``live`` into runs: consecutive requests of one kind and collection, up to ``max_batch`` keys."""
@@ -447,9 +496,9 @@ class Worker:
 
     def fail_all(self, error: Callable[[], KeyValueError]) -> None:
         """Answer everything held or queued with a fresh ``error()``; used on give-up and at shutdown."""
-        held = self._pending + self._serving
+        held = self._pending + [pending for live in self._rounds.values() for pending in live]
         self._pending = []
-        self._serving = []
+        self._rounds.clear()
         for _, slot in held:
             if not slot.done:
                 self.counters.error(exc := error())

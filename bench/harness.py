@@ -1,0 +1,143 @@
+"""The shared harness of kvrt's comparative benches: the same workload through two subjects in one process.
+
+Each round runs puts of a 3-field dict, then gets of the same keys, with 1 caller and with 64
+concurrent callers, through each subject in turn (fresh for every round), so machine noise falls on
+both; the best round of each is reported with the ratio. While each run goes on, a monitor task
+sleeps 1 ms in a loop and records how late it wakes: the worst stall the run inflicted on the host
+loop. Before each timed run the garbage collector runs, so no run pays for the last one's garbage.
+"""
+
+from __future__ import annotations
+
+import gc
+import platform
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+VALUE = {"name": "Alice", "age": 30, "active": True}
+KEYS_PER_CALLER = {1: 20_000, 64: 500}
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+Subject = Callable[[], AbstractAsyncContextManager[Any]]
+"""Makes a fresh store (an ``AsyncKeyValue``) for one round, and cleans up after it."""
+
+
+@dataclass
+class Run:
+    ops_per_second: float
+    worst_stall_ms: float
+
+
+@dataclass
+class Best:
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def ops(self) -> float:
+        return max(run.ops_per_second for run in self.runs)
+
+    @property
+    def stall(self) -> float:
+        return max(run.worst_stall_ms for run in self.runs)
+
+
+Table = dict[int, dict[str, dict[str, Best]]]
+"""callers -> subject -> operation -> results."""
+
+
+async def _stall_monitor(done: anyio.Event, worst: list[float]) -> None:
+    while not done.is_set():
+        started = time.perf_counter()
+        await anyio.sleep(0.001)
+        worst[0] = max(worst[0], time.perf_counter() - started - 0.001)
+
+
+async def _timed(callers: int, work: Callable[[int], Coroutine[Any, Any, None]]) -> Run:
+    gc.collect()  # start clean: no run pays for collecting the garbage of the run before it
+    worst = [0.0]
+    done = anyio.Event()
+    async with anyio.create_task_group() as monitor:
+        monitor.start_soon(_stall_monitor, done, worst)
+        await anyio.sleep(0.005)
+        started = time.perf_counter()
+        async with anyio.create_task_group() as group:
+            for caller in range(callers):
+                group.start_soon(work, caller)
+        elapsed = time.perf_counter() - started
+        done.set()
+    return Run(callers * KEYS_PER_CALLER[callers] / elapsed, worst[0] * 1000)
+
+
+async def _round(store: Any, callers: int, results: dict[str, Best]) -> None:
+    count = KEYS_PER_CALLER[callers]
+    keys = [[f"user-{caller}-{index}" for index in range(count)] for caller in range(callers)]
+
+    async def puts(caller: int) -> None:
+        for key in keys[caller]:
+            await store.put(key, VALUE, collection="bench")
+
+    async def gets(caller: int) -> None:
+        for key in keys[caller]:
+            if await store.get(key, collection="bench") is None:
+                raise AssertionError(f"{key} went missing")
+
+    results["put"].runs.append(await _timed(callers, puts))
+    results["get"].runs.append(await _timed(callers, gets))
+
+
+async def compare(subjects: dict[str, Subject], rounds: int) -> Table:
+    """Run every round through every subject, alternating; return the results by callers and subject."""
+    # Imported libraries (py-key-value and its dependencies add 3 ms here) make every full
+    # collection slower for both subjects; move what exists now out of the collector's sight.
+    gc.collect()
+    gc.freeze()
+    table: Table = {}
+    for callers in KEYS_PER_CALLER:
+        table[callers] = {name: {"put": Best(), "get": Best()} for name in subjects}
+        for _ in range(rounds):
+            for name, subject in subjects.items():
+                async with subject() as store:
+                    await _round(store, callers, table[callers][name])
+    return table
+
+
+def report(title: str, table: Table, rounds: int, loop: str, extra: list[str] | None = None) -> str:
+    """The markdown section for ``table``: kvrt against the reference, with ratios and stalls."""
+    lines = [
+        f"## {title}, {loop}",
+        "",
+        f"Command: `python {' '.join(sys.argv)}`  ",
+        f"Python {platform.python_version()}, {platform.machine()}, {sys.platform}; best of {rounds} rounds, "
+        "alternating subjects, same process and event loop.",
+        "",
+        "| callers | op | kvrt ops/s | reference ops/s | ratio | kvrt worst stall | reference worst stall |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for callers, subjects in table.items():
+        for op in ("put", "get"):
+            ours, theirs = subjects["kvrt"][op], subjects["reference"][op]
+            lines.append(
+                f"| {callers} | {op} | {ours.ops:,.0f} | {theirs.ops:,.0f} | {ours.ops / theirs.ops:.2f}x "
+                f"| {ours.stall:.2f} ms | {theirs.stall:.2f} ms |"
+            )
+    return "\n".join(lines + (extra or [])) + "\n"
+
+
+def write_section(section: str) -> None:
+    """Replace the section of bench/RESULTS.md with ``section``'s heading, or append it."""
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
+    heading = section.splitlines()[0]
+    if heading in text:
+        start = text.index(heading)
+        rest = text.find("\n## ", start + 1)
+        text = text[:start] + section + ("" if rest < 0 else text[rest:])
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    RESULTS.write_text(text)
