@@ -19,8 +19,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--seconds", type=float, default=5.0, help="how long to run (default 5)")
     demo.add_argument("--callers", type=int, default=48, help="concurrent application tasks (default 48)")
     demo.add_argument("--loop", choices=["asyncio", "trio"], default="asyncio", help="event loop (default asyncio)")
+    demo.add_argument("--directory", help="where the disk worker keeps its profiles (default: a temporary directory)")
     demo.add_argument("--verbose", action="store_true", help="also print the workers' lifecycle events")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    anyio.run(run_demo, args.seconds, args.callers, backend=args.loop)
+    anyio.run(run_demo, args.seconds, args.callers, args.directory, backend=args.loop)
     return 0

@@ -1,20 +1,25 @@
-"""``kvrt demo``: the runtime at work on its embedded default, with no server.
+"""``kvrt demo``: the runtime at work on its embedded defaults, with no server.
 
-Three memory-backed workers serve many concurrent callers: a session store whose entries live a
-second or two, a read-mostly cache, and short-lived rate-limit counters. Every second the demo
-prints what each worker did: requests answered, how many were merged into each backend call, the
-mailbox, live keys, and expired entries culled in the background.
+Four workers serve many concurrent callers: a memory session store whose entries live a second or
+two, a read-mostly memory cache, short-lived memory rate-limit counters, and user profiles on disk
+(the persistent default). Every second the demo prints what each worker did: requests answered,
+how many were merged into each backend call, the mailbox, live keys, and expired entries culled in
+the background. At the end it reopens the disk directory in a fresh runtime to show the profiles
+survived.
 """
 
 from __future__ import annotations
 
 import random
+import tempfile
 import time
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import anyio
 
+from kvrt.backends.disk import DiskBackend
 from kvrt.backends.memory import MemoryBackend
 from kvrt.handle import Handle, KeysSegment
 from kvrt.policies import CullPolicy
@@ -24,25 +29,37 @@ from kvrt.stats import WorkerStats
 Say = Callable[[str], None]
 
 
-async def run_demo(seconds: float = 5.0, callers: int = 48, say: Say = print) -> dict[str, WorkerStats]:
-    """Run the demo for ``seconds``; return each worker's final stats."""
-    async with Runtime(cull=CullPolicy(interval=0.25, budget=256)) as runtime:
-        sessions = await runtime.spawn(MemoryBackend(max_entries_per_collection=50_000), name="sessions")
-        cache = await runtime.spawn(MemoryBackend(max_entries_per_collection=2_000), name="cache")
-        limits = await runtime.spawn(MemoryBackend(), name="ratelimit")
-        say(f"kvrt demo: {callers} callers on 3 memory workers for {seconds:g} s\n")
-        stop_at = time.monotonic() + seconds
-        async with anyio.create_task_group() as group:
-            for number in range(callers):
-                group.start_soon(_caller, number, sessions, cache, limits, stop_at)
-            group.start_soon(_reporter, runtime, [sessions, cache, limits], stop_at, say)
-        final = runtime.stats()
-    say(_summary(final))
+async def run_demo(
+    seconds: float = 5.0, callers: int = 48, directory: str | None = None, say: Say = print
+) -> dict[str, WorkerStats]:
+    """Run the demo for ``seconds`` (profiles in ``directory``, a temporary one by default); return final stats."""
+    with tempfile.TemporaryDirectory() as scratch:
+        where = Path(directory or scratch)
+        async with Runtime(cull=CullPolicy(interval=0.25, budget=256)) as runtime:
+            sessions = await runtime.spawn(MemoryBackend(max_entries_per_collection=50_000), name="sessions")
+            cache = await runtime.spawn(MemoryBackend(max_entries_per_collection=2_000), name="cache")
+            limits = await runtime.spawn(MemoryBackend(), name="ratelimit")
+            profiles = await runtime.spawn(DiskBackend(where), name="profiles")
+            handles = [sessions, cache, limits, profiles]
+            say(f"kvrt demo: {callers} callers on 3 memory workers and 1 disk worker ({where}) for {seconds:g} s\n")
+            stop_at = time.monotonic() + seconds
+            async with anyio.create_task_group() as group:
+                for number in range(callers):
+                    group.start_soon(_caller, number, handles, stop_at)
+                group.start_soon(_reporter, runtime, handles, stop_at, say)
+            final = runtime.stats()
+            written = final["profiles"].ops.get("put", 0)
+        say(_summary(final))
+        async with Runtime() as reopened:
+            again = await reopened.spawn(DiskBackend(where), name="profiles")
+            kept = len(await again.keys("profiles"))  # type: ignore[attr-defined]
+        say(f"\nreopened {where} in a fresh runtime: {kept:,} profiles on disk ({written:,} writes made them)")
     return final
 
 
-async def _caller(number: int, sessions: Handle, cache: Handle, limits: Handle, stop_at: float) -> None:
-    """One application task: log users in, read a cache, count requests against a limit."""
+async def _caller(number: int, handles: list[Handle], stop_at: float) -> None:
+    """One application task: log users in, read a cache, count requests against a limit, keep profiles."""
+    sessions, cache, limits, profiles = handles
     rng = random.Random(number)
     work: list[Callable[[], Coroutine[Any, Any, Any]]] = [
         lambda: sessions.put(f"s-{number}-{rng.randrange(10_000)}", {"user": number}, ttl=rng.uniform(0.3, 2.0)),
@@ -51,8 +68,12 @@ async def _caller(number: int, sessions: Handle, cache: Handle, limits: Handle, 
         lambda: cache.put(f"page-{rng.randrange(3_000)}", {"html": "<p>…</p>", "size": 42}, collection="pages"),
         lambda: limits.put(f"client-{rng.randrange(200)}", {"hits": rng.randrange(100)}, ttl=0.5),
         lambda: limits.ttl(f"client-{rng.randrange(200)}"),
+        lambda: profiles.put(
+            f"user-{rng.randrange(5_000)}", {"plan": "pro", "seen": time.time()}, collection="profiles"
+        ),
+        lambda: profiles.get(f"user-{rng.randrange(5_000)}", collection="profiles"),
     ]
-    weights = [3, 4, 8, 1, 2, 2]
+    weights = [3, 4, 8, 1, 2, 2, 1, 2]
     while time.monotonic() < stop_at:
         await rng.choices(work, weights)[0]()
 
@@ -68,7 +89,11 @@ async def _reporter(runtime: Runtime, handles: list[Handle], stop_at: float, say
         for handle in handles:
             worker = stats[handle.name]
             done = sum(worker.ops.values())
-            live = len(await handle.keys()) + len(await handle.keys("pages")) if isinstance(handle, KeysSegment) else 0
+            live = (
+                sum([len(await handle.keys(name)) for name in ("default_collection", "pages", "profiles")])
+                if isinstance(handle, KeysSegment)
+                else 0
+            )
             say(
                 f"{now - started:>4.1f}s  {handle.name:<10} {(done - previous[handle.name]) / (now - last):>8,.0f} "
                 f"{worker.mean_batch:>8.1f} {worker.mailbox_depth:>7} {live:>9,} {worker.culled:>8,}"
