@@ -145,7 +145,7 @@ class Handle:
                 raise RuntimeClosedError("The runtime is closed.", backend=self.name) from None
             except anyio.BrokenResourceError:
                 raise self._unavailable() from None
-            await slot._event.wait()
+            await slot.arrived.wait()
         except BaseException:
             slot.withdrawn = True  # a caller that stops waiting withdraws its request, if not yet sent
             raise

@@ -15,10 +15,11 @@ class ReplySlot:
     request's batch failed transiently, against the restart policy's retry budget.
     """
 
-    __slots__ = ("_event", "attempts", "error", "result", "sent_at", "withdrawn")
+    __slots__ = ("arrived", "attempts", "error", "result", "sent_at", "withdrawn")
 
     def __init__(self, event: anyio.Event, sent_at: float) -> None:
-        self._event = event
+        self.arrived = event
+        """Set when the answer is in: the caller waits on it."""
         self.sent_at = sent_at
         """When the caller sent the request, on ``time.perf_counter()``: for latency statistics."""
         self.result: Any = None
@@ -29,21 +30,14 @@ class ReplySlot:
     def resolve(self, result: Any) -> None:
         """Deliver ``result`` and wake the caller."""
         self.result = result
-        self._event.set()
+        self.arrived.set()
 
     def fail(self, error: BaseException) -> None:
         """Deliver ``error`` (raised in the caller) and wake the caller."""
         self.error = error
-        self._event.set()
+        self.arrived.set()
 
     @property
     def done(self) -> bool:
         """Whether an answer has been delivered."""
-        return self._event.is_set()
-
-    async def wait(self) -> Any:
-        """Wait for the answer: return the result or raise the error."""
-        await self._event.wait()
-        if self.error is not None:
-            raise self.error
-        return self.result
+        return self.arrived.is_set()

@@ -7,14 +7,8 @@ from pathlib import Path
 import pytest
 
 from kvrt.demo import run_demo
-from kvrt.testing.conformance import LOOPS
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=LOOPS)
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 async def test_demo_serves_culls_and_persists(tmp_path: Path) -> None:

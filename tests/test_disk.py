@@ -7,18 +7,12 @@ import pytest
 from kvrt import Runtime
 from kvrt.backends.disk import DiskBackend
 from kvrt.testing import ConformanceSuite
-from kvrt.testing.conformance import LOOPS
 
 
 class TestDiskConformance(ConformanceSuite):
     @pytest.fixture
     def backend(self, tmp_path: Path) -> DiskBackend:
         return DiskBackend(tmp_path / "cache")
-
-
-@pytest.fixture(params=LOOPS)
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.mark.anyio

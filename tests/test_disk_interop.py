@@ -10,7 +10,7 @@ import pytest
 
 from kvrt import Runtime
 from kvrt.backends.disk import DiskBackend, disk_key, split_disk_key
-from kvrt.testing.conformance import LOOPS, sleep_past
+from kvrt.testing.conformance import sleep_past
 
 disk_store = pytest.importorskip("key_value.aio.stores.disk")
 
@@ -21,11 +21,6 @@ VALUES: dict[str, dict[str, Any]] = {
     "user_2": {"nested": {"list": [1, 2.5, None]}, "unicode": "héllo 🎉"},
     "empty": {},
 }
-
-
-@pytest.fixture(params=LOOPS)
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 async def test_kvrt_reads_what_the_reference_wrote(tmp_path: Path) -> None:

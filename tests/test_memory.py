@@ -7,18 +7,13 @@ import pytest
 from kvrt import CullPolicy, Runtime
 from kvrt.backends.memory import MemoryBackend
 from kvrt.testing import ConformanceSuite
-from kvrt.testing.conformance import LOOPS, eventually, raw_get, sleep_past
+from kvrt.testing.conformance import eventually, raw_get, sleep_past
 
 
 class TestMemoryConformance(ConformanceSuite):
     @pytest.fixture
     def backend(self) -> MemoryBackend:
         return MemoryBackend()
-
-
-@pytest.fixture(params=LOOPS)
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.mark.anyio

@@ -17,17 +17,12 @@ from kvrt.errors import (
     StoreConnectionError,
 )
 from kvrt.handle import Handle
-from kvrt.testing.conformance import LOOPS, eventually, raw_get
+from kvrt.testing.conformance import eventually, raw_get
 from kvrt.testing.faults import FaultyBackend, TransientFault
 
 pytestmark = pytest.mark.anyio
 
 FAST = RestartPolicy(max_restarts=50, within=5.0, backoff_initial=0.001, backoff_max=0.005)
-
-
-@pytest.fixture(params=LOOPS)
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 # Restart types.

@@ -8,15 +8,10 @@ import pytest
 from kvrt import MailboxPolicy, Runtime
 from kvrt.backends.memory import MemoryBackend
 from kvrt.errors import DeadlineExceededError, RuntimeClosedError
-from kvrt.testing.conformance import LOOPS, eventually
+from kvrt.testing.conformance import eventually
 from kvrt.testing.faults import FaultyBackend
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=LOOPS)
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 class _SlowClose(MemoryBackend):

@@ -18,17 +18,12 @@ from kvrt.errors import (
     StoreConnectionError,
     StoreSetupError,
 )
-from kvrt.testing.conformance import LOOPS, eventually
+from kvrt.testing.conformance import eventually
 from kvrt.testing.faults import FaultyBackend, PermanentFault, TransientFault
 
 pytestmark = pytest.mark.anyio
 
 FAST_RESTARTS = RestartPolicy(max_restarts=3, within=5.0, backoff_initial=0.001, backoff_max=0.01)
-
-
-@pytest.fixture(params=LOOPS)
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 async def test_concurrent_like_requests_merge_into_one_backend_call() -> None:
