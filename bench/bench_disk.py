@@ -6,13 +6,11 @@ python bench/bench_disk.py --write           # also rewrite bench/RESULTS.md's d
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import anyio
-from harness import Subject, compare, report, write_section
+from harness import main
 from key_value.aio.stores.disk import DiskStore
 
 import kvrt
@@ -38,14 +36,4 @@ async def reference_disk() -> AsyncIterator[DiskStore]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--loop", choices=["asyncio", "trio"], default="asyncio")
-    parser.add_argument("--write", action="store_true", help="rewrite the disk section of bench/RESULTS.md")
-    args = parser.parse_args()
-    subjects: dict[str, Subject] = {"kvrt": kvrt_disk, "reference": reference_disk}
-    table = anyio.run(compare, subjects, args.rounds, backend=args.loop)
-    section = report("Disk: kvrt vs py-key-value-aio DiskStore", table, args.rounds, args.loop)
-    print(section)
-    if args.write:
-        write_section(section)
+    main("Disk: kvrt vs py-key-value-aio DiskStore", {"kvrt": kvrt_disk, "reference": reference_disk}, "disk")

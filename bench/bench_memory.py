@@ -8,14 +8,12 @@ Also reports the cost of encoding and decoding one request frame.
 
 from __future__ import annotations
 
-import argparse
 import timeit
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
-import anyio
-from harness import Subject, compare, report, write_section
+from harness import main
 from key_value.aio.stores.memory import MemoryStore
 
 import kvrt
@@ -55,14 +53,9 @@ def frame_cost() -> list[str]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--loop", choices=["asyncio", "trio"], default="asyncio")
-    parser.add_argument("--write", action="store_true", help="rewrite the memory section of bench/RESULTS.md")
-    args = parser.parse_args()
-    subjects: dict[str, Subject] = {"kvrt": kvrt_memory, "reference": reference_memory}
-    table = anyio.run(compare, subjects, args.rounds, backend=args.loop)
-    section = report("Memory: kvrt vs py-key-value-aio MemoryStore", table, args.rounds, args.loop, frame_cost())
-    print(section)
-    if args.write:
-        write_section(section)
+    main(
+        "Memory: kvrt vs py-key-value-aio MemoryStore",
+        {"kvrt": kvrt_memory, "reference": reference_memory},
+        "memory",
+        frame_cost,
+    )

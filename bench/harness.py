@@ -9,6 +9,7 @@ loop. Before each timed run the garbage collector runs, so no run pays for the l
 
 from __future__ import annotations
 
+import argparse
 import gc
 import platform
 import sys
@@ -141,3 +142,19 @@ def write_section(section: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section
     RESULTS.write_text(text)
+
+
+def main(
+    title: str, subjects: dict[str, Subject], section_name: str, extra: Callable[[], list[str]] | None = None
+) -> None:
+    """The command line of a comparative bench: run it, print its section, optionally record it."""
+    parser = argparse.ArgumentParser(description=f"{title} (see bench/harness.py for the method).")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--loop", choices=["asyncio", "trio"], default="asyncio")
+    parser.add_argument("--write", action="store_true", help=f"rewrite the {section_name} section of bench/RESULTS.md")
+    args = parser.parse_args()
+    table = anyio.run(compare, subjects, args.rounds, backend=args.loop)
+    section = report(title, table, args.rounds, args.loop, extra() if extra else None)
+    print(section)
+    if args.write:
+        write_section(section)

@@ -405,22 +405,27 @@ async def test_latency_percentiles_are_reported() -> None:
 # Per-worker concurrency.
 
 
+async def _each_in_its_own_collection(store: Handle, callers: int) -> None:
+    """Have ``callers`` tasks put then get in their own collections, so no two requests merge."""
+    results: dict[int, Any] = {}
+
+    async def caller(number: int) -> None:
+        await store.put("k", {"n": number}, collection=f"c{number}")
+        results[number] = await store.get("k", collection=f"c{number}")
+
+    async with anyio.create_task_group() as group:
+        for number in range(callers):
+            group.start_soon(caller, number)
+    assert results == {number: {"n": number} for number in range(callers)}
+
+
 @pytest.mark.parametrize("concurrency", [1, 4])
 async def test_backend_calls_in_flight_never_exceed_the_backends_concurrency(concurrency: int) -> None:
     backend = FaultyBackend(concurrency=concurrency)
     async with Runtime() as runtime:
         store = await runtime.spawn(backend)
         backend.slow(0.02)
-        results: dict[int, Any] = {}
-
-        async def caller(number: int) -> None:
-            await store.put("k", {"n": number}, collection=f"c{number}")
-            results[number] = await store.get("k", collection=f"c{number}")
-
-        async with anyio.create_task_group() as group:
-            for number in range(16):
-                group.start_soon(caller, number)
-        assert results == {number: {"n": number} for number in range(16)}
+        await _each_in_its_own_collection(store, 16)
         assert backend.peak_in_flight == concurrency
 
 
@@ -430,14 +435,5 @@ async def test_a_crash_in_one_concurrent_call_loses_no_request() -> None:
         store = await runtime.spawn(backend)
         backend.slow(0.01)
         backend.fail_next(TransientFault("reset"))
-        results: dict[int, Any] = {}
-
-        async def caller(number: int) -> None:
-            await store.put("k", {"n": number}, collection=f"c{number}")
-            results[number] = await store.get("k", collection=f"c{number}")
-
-        async with anyio.create_task_group() as group:
-            for number in range(12):
-                group.start_soon(caller, number)
-        assert results == {number: {"n": number} for number in range(12)}
+        await _each_in_its_own_collection(store, 12)
         assert runtime.stats()["faulty"].restarts == 1
