@@ -65,7 +65,6 @@ class DiskBackend(Backend):
     capabilities = Capabilities(
         native_ttl=False,  # diskcache removes expired entries only when asked: the runtime culls
         max_batch=1024,
-        concurrency=2,  # the next round is prepared on the loop while SQLite works on this one
         keys=True,
         collections=True,
         destroy=True,
