@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import diskcache
 import pytest
 
 from kvrt import Runtime
@@ -34,3 +36,42 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
         DiskBackend()
     with pytest.raises(ValueError, match="positive"):
         DiskBackend(tmp_path, size_limit=0)
+
+
+@pytest.mark.anyio
+async def test_a_batch_writes_the_rows_diskcache_set_would(tmp_path: Path) -> None:
+    async with Runtime() as runtime:
+        store = await runtime.spawn(DiskBackend(tmp_path / "kvrt"))
+        await store.put_many(["a", "b"], [{"v": 1}, {"v": 2}], collection="c")
+        await store.put_many(["b", "c"], [{"v": 3}, {"v": 4}], collection="c", ttl=60)  # replaces b
+    ours = diskcache.Cache(str(tmp_path / "kvrt"))
+    theirs = diskcache.Cache(str(tmp_path / "diskcache"))
+    try:
+        for name in ours.iterkeys():
+            theirs.set(name, ours.get(name))
+        assert len(ours) == 3, "diskcache's own count of rows"
+        rows = "SELECT key, raw, access_count, tag, size, mode, filename, value FROM Cache ORDER BY key"
+        assert ours._sql(rows).fetchall() == theirs._sql(rows).fetchall()
+        expiry = dict(ours._sql("SELECT key, expire_time FROM Cache").fetchall())
+        assert expiry["c::a"] is None
+        assert time.time() + 55 < expiry["c::c"] <= time.time() + 60
+    finally:
+        ours.close()
+        theirs.close()
+
+
+@pytest.mark.anyio
+async def test_a_document_in_a_file_of_its_own_is_replaced_without_leaving_the_file(tmp_path: Path) -> None:
+    big = {"pad": "x" * 40_000}  # past diskcache's 32 KiB: a file of its own
+
+    def files() -> list[Path]:
+        return [path for path in tmp_path.rglob("*.val")]
+
+    async with Runtime() as runtime:
+        store = await runtime.spawn(DiskBackend(tmp_path))
+        await store.put_many(["big", "small"], [big, {"v": 1}])
+        assert len(files()) == 1
+        assert await store.get("big") == big
+        await store.put_many(["big", "other"], [{"v": 2}, {"v": 3}])
+        assert files() == []
+        assert await store.get_many(["big", "small", "other"]) == [{"v": 2}, {"v": 1}, {"v": 3}]
