@@ -4,7 +4,8 @@ Each round runs puts of a 3-field dict, then gets of the same keys, with 1 calle
 concurrent callers, through each subject in turn (fresh for every round), so machine noise falls on
 both; the best round of each is reported with the ratio. While each run goes on, a monitor task
 sleeps 1 ms in a loop and records how late it wakes: the worst stall the run inflicted on the host
-loop. Before each timed run the garbage collector runs, so no run pays for the last one's garbage.
+loop. The same monitor on an idle loop gives the machine's own floor (a shared VM stalls an idle
+loop too). Before each timed run the garbage collector runs, so no run pays for the last one's garbage.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import anyio
 
 VALUE = {"name": "Alice", "age": 30, "active": True}
 KEYS_PER_CALLER = {1: 20_000, 64: 500}
+IDLE_SECONDS = 3.0
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 Subject = Callable[[], AbstractAsyncContextManager[Any]]
@@ -49,8 +51,12 @@ class Best:
         return max(run.worst_stall_ms for run in self.runs)
 
 
-Table = dict[int, dict[str, dict[str, Best]]]
-"""callers -> subject -> operation -> results."""
+@dataclass
+class Table:
+    results: dict[int, dict[str, dict[str, Best]]] = field(default_factory=dict)
+    """callers -> subject -> operation -> results."""
+    idle_stall_ms: float = 0.0
+    """The worst stall of the host loop with nothing running, over ``IDLE_SECONDS``."""
 
 
 async def _stall_monitor(done: anyio.Event, worst: list[float]) -> None:
@@ -76,6 +82,16 @@ async def _timed(callers: int, work: Callable[[int], Coroutine[Any, Any, None]])
     return Run(callers * KEYS_PER_CALLER[callers] / elapsed, worst[0] * 1000)
 
 
+async def _idle_stall() -> float:
+    worst = [0.0]
+    done = anyio.Event()
+    async with anyio.create_task_group() as monitor:
+        monitor.start_soon(_stall_monitor, done, worst)
+        await anyio.sleep(IDLE_SECONDS)
+        done.set()
+    return worst[0] * 1000
+
+
 async def _round(store: Any, callers: int, results: dict[str, Best]) -> None:
     count = KEYS_PER_CALLER[callers]
     keys = [[f"user-{caller}-{index}" for index in range(count)] for caller in range(callers)]
@@ -99,13 +115,13 @@ async def compare(subjects: dict[str, Subject], rounds: int) -> Table:
     # collection slower for both subjects; move what exists now out of the collector's sight.
     gc.collect()
     gc.freeze()
-    table: Table = {}
+    table = Table(idle_stall_ms=await _idle_stall())
     for callers in KEYS_PER_CALLER:
-        table[callers] = {name: {"put": Best(), "get": Best()} for name in subjects}
+        table.results[callers] = {name: {"put": Best(), "get": Best()} for name in subjects}
         for _ in range(rounds):
             for name, subject in subjects.items():
                 async with subject() as store:
-                    await _round(store, callers, table[callers][name])
+                    await _round(store, callers, table.results[callers][name])
     return table
 
 
@@ -121,13 +137,18 @@ def report(title: str, table: Table, rounds: int, loop: str, extra: list[str] | 
         "| callers | op | kvrt ops/s | reference ops/s | ratio | kvrt worst stall | reference worst stall |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for callers, subjects in table.items():
+    for callers, subjects in table.results.items():
         for op in ("put", "get"):
             ours, theirs = subjects["kvrt"][op], subjects["reference"][op]
             lines.append(
                 f"| {callers} | {op} | {ours.ops:,.0f} | {theirs.ops:,.0f} | {ours.ops / theirs.ops:.2f}x "
                 f"| {ours.stall:.2f} ms | {theirs.stall:.2f} ms |"
             )
+    lines += [
+        "",
+        f"Idle host loop, same process, nothing running: worst stall {table.idle_stall_ms:.2f} ms over "
+        f"{IDLE_SECONDS:.0f} s (the machine's own floor for the stall columns).",
+    ]
     return "\n".join(lines + (extra or [])) + "\n"
 
 
