@@ -49,6 +49,7 @@ _SELECT_LIVE = (
     "SELECT key, mode, value FROM Cache WHERE raw = 1 AND key IN ({}) AND (expire_time IS NULL OR expire_time > ?)"
 )
 _MODE_RAW = 1  # diskcache's mode of a value stored inline as it is
+_FILES_SIZE = "SELECT value FROM Settings WHERE key = 'size'"  # diskcache's running total of its files' bytes
 _IN_FILES = "SELECT 1 FROM Cache WHERE raw = 1 AND filename IS NOT NULL AND key IN ({}) LIMIT 1"
 
 EvictionPolicy = Literal["least-recently-stored", "least-recently-used", "least-frequently-used", "none"]
@@ -204,8 +205,10 @@ class DiskBackend(Backend):
         """Say whether every document is stored inline, now and before (no file to write or remove)."""
         if max(map(len, documents)) >= cache.disk_min_file_size:
             return False
-        held = cache._con.execute(_IN_FILES.format(_placeholders(len(names))), names).fetchone()
-        return held is None
+        con = cache._con
+        if con.execute(_FILES_SIZE).fetchone() == (0,):  # no file in the whole cache
+            return True
+        return con.execute(_IN_FILES.format(_placeholders(len(names))), names).fetchone() is None
 
     async def delete_many(self, collection: str, keys: Sequence[str]) -> list[bool]:
         """Delete every key in one transaction; an expired entry does not count as removed."""
