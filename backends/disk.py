@@ -57,9 +57,14 @@ EvictionPolicy = Literal["least-recently-stored", "least-recently-used", "least-
 
 def disk_key(collection: str, key: str) -> str:
     """Return the diskcache key of ``key`` in ``collection`` (the reference's ``collection::key``)."""
+    return collection_prefix(collection) + key
+
+
+def collection_prefix(collection: str) -> str:
+    """Return what every diskcache key of ``collection`` starts with."""
     if "%" in collection or ":" in collection:
         collection = collection.replace("%", "%25").replace(":", "%3A")
-    return f"{collection}{_SEPARATOR}{key}"
+    return collection + _SEPARATOR
 
 
 def split_disk_key(stored: object) -> tuple[str, str] | None:
@@ -137,14 +142,27 @@ class DiskBackend(Backend):
         if self._cache is None:
             self._cache = await self._run(self._open_cache)
 
-    def _open_cache(self) -> diskcache.Cache:
-        self.directory.mkdir(parents=True, exist_ok=True)
+    def _open_cache(self, directory: Path | None = None) -> diskcache.Cache:
+        directory = directory or self.directory
+        directory.mkdir(parents=True, exist_ok=True)
         # No culling on every write: the runtime culls expired entries in the background, and
         # eviction runs once after each batch.
         settings: dict[str, Any] = {"eviction_policy": self._eviction_policy, "cull_limit": 0}
         if self._size_limit is not None:
             settings["size_limit"] = self._size_limit
-        return diskcache.Cache(str(self.directory), **settings)
+        return diskcache.Cache(str(directory), **settings)
+
+    def _place(self, collection: str) -> tuple[diskcache.Cache, str]:
+        """Return the cache that holds ``collection`` and the prefix of its keys there."""
+        return self.cache, collection_prefix(collection)
+
+    def _find(self, collection: str) -> tuple[diskcache.Cache, str] | None:
+        """Like :meth:`_place` for reading: ``None`` where the collection has no place yet."""
+        return self._place(collection)
+
+    def _every_cache(self) -> list[diskcache.Cache]:
+        """Every cache this backend's entries live in."""
+        return [self.cache]
 
     async def close(self) -> None:
         """Close the cache, if kvrt opened it."""
@@ -157,8 +175,11 @@ class DiskBackend(Backend):
         return await self._run(self._get_many, collection, keys)
 
     def _get_many(self, collection: str, keys: Sequence[str]) -> list[bytes | str | None]:
-        cache = self.cache
-        names = [disk_key(collection, key) for key in keys]
+        place = self._find(collection)
+        if place is None:
+            return [None] * len(keys)
+        cache, prefix = place
+        names = [prefix + key for key in keys]
         with cache.transact(retry=True):  # one transaction for the batch
             if cache.eviction_policy in ("none", "least-recently-stored"):
                 query = _SELECT_LIVE.format(_placeholders(len(names)))
@@ -181,8 +202,8 @@ class DiskBackend(Backend):
     def _put_many(
         self, collection: str, keys: Sequence[str], entries: Sequence[bytes], expires_at: Sequence[float | None]
     ) -> None:
-        cache = self.cache
-        names = [disk_key(collection, key) for key in keys]
+        cache, prefix = self._place(collection)
+        names = [prefix + key for key in keys]
         documents = [entry.decode() for entry in entries]
         with cache.transact(retry=True):
             now = time.time()
@@ -215,9 +236,12 @@ class DiskBackend(Backend):
         return await self._run(self._delete_many, collection, keys)
 
     def _delete_many(self, collection: str, keys: Sequence[str]) -> list[bool]:
-        cache = self.cache
+        place = self._find(collection)
+        if place is None:
+            return [False] * len(keys)
+        cache, prefix = place
         with cache.transact(retry=True):
-            return [cache.pop(disk_key(collection, key), _MISSING, retry=True) is not _MISSING for key in keys]
+            return [cache.pop(prefix + key, _MISSING, retry=True) is not _MISSING for key in keys]
 
     async def cull(self, budget: int) -> tuple[int, bool]:
         """Remove expired entries, about ``budget`` of them per step."""
@@ -230,7 +254,7 @@ class DiskBackend(Backend):
         now = time.time()
         cursor = self._cull_cursor if self._cull_cursor is not None else now - 3600.0
         cutoff = min(now, cursor + self._cull_stride)
-        removed = int(self.cache.expire(now=cutoff, retry=True))
+        removed = sum(int(cache.expire(now=cutoff, retry=True)) for cache in self._every_cache())
         if removed > budget:
             self._cull_stride = max(self._cull_stride / 2, 0.001)
         elif removed < budget // 2:
@@ -240,16 +264,18 @@ class DiskBackend(Backend):
         return removed, done
 
     async def keys(self, collection: str, limit: int | None) -> list[str]:
-        """Return the live keys of ``collection`` (a scan of the whole cache)."""
+        """Return the live keys of ``collection`` (a scan of the cache that holds it)."""
         return await self._run(self._keys, collection, limit)
 
     def _keys(self, collection: str, limit: int | None) -> list[str]:
-        cache = self.cache
+        place = self._find(collection)
+        if place is None:
+            return []
+        cache, prefix = place
         names: list[str] = []
         for stored in cache.iterkeys():
-            parts = split_disk_key(stored)
-            if parts is not None and parts[0] == collection and stored in cache:
-                names.append(parts[1])
+            if isinstance(stored, str) and stored.startswith(prefix) and stored in cache:
+                names.append(stored[len(prefix) :])
                 if limit is not None and len(names) >= limit:
                     break
         return names
@@ -270,7 +296,7 @@ class DiskBackend(Backend):
         return list(names)
 
     async def destroy(self) -> bool:
-        """Remove every kvrt entry of the cache (keys in kvrt's layout only, never other data)."""
+        """Remove every kvrt entry (keys in kvrt's layout only, never other data)."""
         return await self._run(self._destroy, None)
 
     async def destroy_collection(self, collection: str) -> bool:
@@ -278,17 +304,27 @@ class DiskBackend(Backend):
         return await self._run(self._destroy, collection)
 
     def _destroy(self, collection: str | None) -> bool:
-        cache = self.cache
-        doomed = [
-            stored
-            for stored in cache.iterkeys()
-            if (parts := split_disk_key(stored)) is not None and (collection is None or parts[0] == collection)
-        ]
+        if collection is None:
+            places = [(cache, "") for cache in self._every_cache()]
+        else:
+            place = self._find(collection)
+            places = [] if place is None else [place]
         live = False
-        with cache.transact(retry=True):
-            for stored in doomed:
-                live = cache.pop(stored, _MISSING, retry=True) is not _MISSING or live
+        for cache, prefix in places:
+            doomed = [
+                stored
+                for stored in cache.iterkeys()
+                if isinstance(stored, str) and stored.startswith(prefix) and self._is_entry(stored)
+            ]
+            with cache.transact(retry=True):
+                for stored in doomed:
+                    live = cache.pop(stored, _MISSING, retry=True) is not _MISSING or live
         return live
+
+    @staticmethod
+    def _is_entry(stored: str) -> bool:
+        """Say whether a diskcache key is one of kvrt's entries (and not other data in the cache)."""
+        return split_disk_key(stored) is not None
 
     def is_transient(self, error: BaseException) -> bool:
         """Call a database timeout (another process holding the lock) transient: worth a retry."""
