@@ -46,6 +46,9 @@ class Backend:
     name: str = "backend"
     """Default name of the worker that runs this backend."""
     capabilities: Capabilities = Capabilities()
+    asyncio_only: bool = False
+    """The driver runs only on asyncio; under trio the runtime makes its calls on an asyncio loop
+    in a thread of its own (:mod:`kvrt.hosts`)."""
 
     async def open(self) -> None:
         """Create the client and its connection pool (called again after a transient failure)."""

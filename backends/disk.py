@@ -6,9 +6,8 @@ one call, the writes of a merged ``put`` or ``delete`` in one transaction, so an
 is committed and survives the process being killed.
 
 The layout is py-key-value's ``DiskStore``'s, so either library reads the other's directory: the
-diskcache key ``"{collection}::{key}"`` holds the JSON document as a ``str``, with diskcache's own
-expiry. A collection name holding ``%`` or ``:`` has those two characters percent-encoded, so no
-two (collection, key) pairs can share a diskcache key; other names are stored as they are.
+diskcache key ``"{collection}::{key}"`` (see :mod:`kvrt.backends.layout`) holds the JSON document
+as a ``str``, with diskcache's own expiry.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from typing import Any, Literal, TypeVar
 import anyio
 
 from kvrt.backends.base import Backend, Capabilities
+from kvrt.backends.layout import collection_prefix, split_compound_key
 from kvrt.errors import StoreSetupError
 
 try:
@@ -29,7 +29,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("DiskBackend needs diskcache: pip install 'kvrt[disk]'") from exc
 
 _T = TypeVar("_T")
-_SEPARATOR = "::"
 _MISSING: Any = object()
 
 # diskcache's ``set`` looks each key up before writing it (a replaced value may have left a file
@@ -53,28 +52,6 @@ _FILES_SIZE = "SELECT value FROM Settings WHERE key = 'size'"  # diskcache's run
 _IN_FILES = "SELECT 1 FROM Cache WHERE raw = 1 AND filename IS NOT NULL AND key IN ({}) LIMIT 1"
 
 EvictionPolicy = Literal["least-recently-stored", "least-recently-used", "least-frequently-used", "none"]
-
-
-def disk_key(collection: str, key: str) -> str:
-    """Return the diskcache key of ``key`` in ``collection`` (the reference's ``collection::key``)."""
-    return collection_prefix(collection) + key
-
-
-def collection_prefix(collection: str) -> str:
-    """Return what every diskcache key of ``collection`` starts with."""
-    if "%" in collection or ":" in collection:
-        collection = collection.replace("%", "%25").replace(":", "%3A")
-    return collection + _SEPARATOR
-
-
-def split_disk_key(stored: object) -> tuple[str, str] | None:
-    """Return the (collection, key) a diskcache key stands for, or ``None`` if it is not one of kvrt's."""
-    if not isinstance(stored, str) or _SEPARATOR not in stored:
-        return None
-    collection, key = stored.split(_SEPARATOR, 1)
-    if "%" in collection:
-        collection = collection.replace("%3A", ":").replace("%25", "%")
-    return collection, key
 
 
 def _placeholders(count: int) -> str:
@@ -288,7 +265,7 @@ class DiskBackend(Backend):
         cache = self.cache
         names: dict[str, None] = {}
         for stored in cache.iterkeys():
-            parts = split_disk_key(stored)
+            parts = split_compound_key(stored)
             if parts is not None and parts[0] not in names and stored in cache:
                 names[parts[0]] = None
                 if limit is not None and len(names) >= limit:
@@ -324,7 +301,7 @@ class DiskBackend(Backend):
     @staticmethod
     def _is_entry(stored: str) -> bool:
         """Say whether a diskcache key is one of kvrt's entries (and not other data in the cache)."""
-        return split_disk_key(stored) is not None
+        return split_compound_key(stored) is not None
 
     def is_transient(self, error: BaseException) -> bool:
         """Call a database timeout (another process holding the lock) transient: worth a retry."""

@@ -29,6 +29,7 @@ from kvrt.backends.base import Backend
 from kvrt.entry import DEFAULT_COLLECTION, collection_name
 from kvrt.errors import KeyValueError, RuntimeClosedError, StoreSetupError
 from kvrt.handle import Handle, handle_class
+from kvrt.hosts import AsyncioThread, HostedBackend, needs_host
 from kvrt.inflight import InflightLimit
 from kvrt.policies import CircuitPolicy, CullPolicy, FallbackPolicy, MailboxPolicy, RestartPolicy, Strategy
 from kvrt.stats import RuntimeStats, WorkerStats
@@ -65,6 +66,7 @@ class Runtime:
         self._opening: set[str] = set()
         self._task_group: TaskGroup | None = None
         self._new_event: type[anyio.Event] = anyio.Event
+        self._asyncio_host: AsyncioThread | None = None
         self._closed = False
 
     async def __aenter__(self) -> Self:
@@ -108,6 +110,10 @@ class Runtime:
                 if len(failures) == 1 and isinstance(failures[0], KeyValueError):
                     raise failures[0] from None  # a critical backend gave up
                 raise
+            finally:
+                if self._asyncio_host is not None:
+                    with anyio.CancelScope(shield=True):
+                        await self._asyncio_host.stop()
         return None
 
     async def spawn(
@@ -169,6 +175,7 @@ class Runtime:
                 raise ValueError(f"this runtime already has a worker named {name!r}")
         default = collection_name(default_collection, DEFAULT_COLLECTION)
         restart = restart or self.restart
+        backends = {name: self._hosted(backend) for name, backend in backends.items()}
         opened: list[Backend] = []
         self._opening.update(backends)
         try:
@@ -236,6 +243,14 @@ class Runtime:
         """Return the runtime-wide numbers: requests in flight now, the most ever, and the cap."""
         limit = self._limit
         return RuntimeStats(in_flight=limit.used, peak_in_flight=limit.peak, max_in_flight=limit.cap)
+
+    def _hosted(self, backend: Backend) -> Backend:
+        """``backend``, or, for an asyncio-only driver under trio, the same on this runtime's asyncio thread."""
+        if not needs_host(backend):
+            return backend
+        if self._asyncio_host is None:
+            self._asyncio_host = AsyncioThread()
+        return HostedBackend(backend, self._asyncio_host)
 
     def _running(self) -> TaskGroup:
         if self._closed:

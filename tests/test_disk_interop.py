@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from kvrt import Runtime
-from kvrt.backends.disk import DiskBackend, disk_key, split_disk_key
+from kvrt.backends.disk import DiskBackend
+from kvrt.backends.layout import compound_key, split_compound_key
 from kvrt.testing.conformance import sleep_past
 
 disk_store = pytest.importorskip("key_value.aio.stores.disk")
@@ -63,9 +64,9 @@ async def test_the_reference_reads_what_kvrt_wrote(tmp_path: Path) -> None:
 
 
 def test_names_are_escaped_only_where_they_could_collide() -> None:
-    assert disk_key("users", "u-1") == "users::u-1"
-    assert disk_key("a::b", "c") != disk_key("a", "b::c")
+    assert compound_key("users", "u-1") == "users::u-1"
+    assert compound_key("a::b", "c") != compound_key("a", "b::c")
     for collection, key in [("a::b", "c"), ("a", "b::c"), ("100%", "::"), ("%3A", "x"), (":", "")]:
-        assert split_disk_key(disk_key(collection, key)) == (collection, key)
-    assert split_disk_key("not kvrt's") is None
-    assert split_disk_key(42) is None
+        assert split_compound_key(compound_key(collection, key)) == (collection, key)
+    assert split_compound_key("not kvrt's") is None
+    assert split_compound_key(42) is None

@@ -1,0 +1,215 @@
+"""Redis, Valkey and Redis Cluster, on redis-py's asyncio client.
+
+The worker owns the client and its connection pool; what concurrent callers ask of one collection
+arrives here as one batch: gets as one ``MGET`` (one per hash slot on a cluster, pipelined per
+node), puts as one pipeline of ``SET ... PX``, deletes as one pipeline of ``UNLINK`` (a result per
+key). The layout is py-key-value's ``RedisStore``'s, ``"{collection}::{key}"`` holding the JSON
+document (see :mod:`kvrt.backends.layout`), with Redis's own expiry in milliseconds.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from kvrt.backends.base import Backend, Capabilities
+from kvrt.backends.layout import SEPARATOR, collection_prefix, compound_key, split_compound_key
+from kvrt.errors import StoreSetupError
+
+try:
+    import redis.asyncio
+    import redis.exceptions
+    from redis.asyncio.cluster import RedisCluster
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError("RedisBackend needs redis-py: pip install 'kvrt[redis]'") from exc
+
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+_SCAN_COUNT = 1000
+_UNLINK_CHUNK = 512
+
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,  # refused, reset, closed; BusyLoadingError while a restarted server loads
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterError,  # ClusterDownError, MasterDownError: a failover in progress
+    redis.exceptions.TryAgainError,  # a slot migrating
+    redis.exceptions.ReadOnlyError,  # a write reached a primary that was just demoted
+    redis.exceptions.AskError,  # MovedError too: redirections the client ran out of
+    OSError,
+)
+_PERMANENT: tuple[type[BaseException], ...] = (
+    redis.exceptions.AuthenticationError,  # a ConnectionError, but retrying a wrong password will not help
+    redis.exceptions.AuthorizationError,
+)
+
+
+def _glob_escape(text: str) -> str:
+    """Escape ``text`` for a SCAN MATCH pattern: names never act as wildcards."""
+    return _GLOB_SPECIAL.sub(r"\\\1", text)
+
+
+def _text(stored: bytes | str) -> str:
+    return stored.decode(errors="replace") if isinstance(stored, bytes) else stored
+
+
+class RedisBackend(Backend):
+    """Entries in Redis, Valkey or a Redis Cluster.
+
+    ``url`` takes ``redis://`` or ``rediss://`` (TLS), with ``user:password@`` (ACL) and the
+    database number as the path (``redis://:secret@host:6379/2``); ``cluster=True`` treats it as
+    one node of a Redis Cluster. ``client_options`` go to redis-py's ``from_url`` (``ssl_ca_certs``,
+    ``socket_timeout``, ...). Or pass an existing ``client`` (``redis.asyncio.Redis`` or
+    ``RedisCluster``): kvrt uses it as it is and never closes it.
+
+    ``pool_size`` bounds the connections, and so the batches in flight at once.
+    """
+
+    name = "redis"
+    asyncio_only = True
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        client: redis.asyncio.Redis | RedisCluster | None = None,
+        cluster: bool = False,
+        pool_size: int = 8,
+        **client_options: Any,
+    ) -> None:
+        if (url is None) == (client is None):
+            raise ValueError("give RedisBackend a url or an existing client, not both")
+        if type(pool_size) is not int or pool_size < 1:
+            raise ValueError("pool_size must be a positive number of connections")
+        self.url = url
+        self._client = client
+        self._owns_client = client is None
+        self._cluster = cluster or isinstance(client, RedisCluster)
+        self._options = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0, **client_options}
+        self._pool_size = pool_size
+        self.capabilities = Capabilities(
+            native_ttl=True,
+            max_batch=1024,
+            concurrency=min(pool_size, 4),
+            keys=True,
+            collections=True,
+            destroy=True,
+            destroy_collection=True,
+        )
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client (only between :meth:`open` and :meth:`close`)."""
+        if self._client is None:
+            raise StoreSetupError("the redis backend is not open", backend=self.name)
+        return self._client
+
+    async def open(self) -> None:
+        """Create the client (unless one was given) and check that the server answers."""
+        if self._client is None:
+            assert self.url is not None
+            if self._cluster:
+                self._client = RedisCluster.from_url(self.url, max_connections=self._pool_size, **self._options)
+            else:
+                self._client = redis.asyncio.Redis.from_url(self.url, max_connections=self._pool_size, **self._options)
+        try:
+            await self._client.ping()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Close the client and its connections, if kvrt made it."""
+        if self._owns_client and self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    async def get_many(self, collection: str, keys: Sequence[str]) -> list[bytes | str | None]:
+        """Read the batch with one ``MGET`` (per hash slot, on a cluster)."""
+        names = [compound_key(collection, key) for key in keys]
+        if self._cluster:
+            found: list[Any] = await self.client.mget_nonatomic(names)
+        else:
+            found = await self.client.mget(names)
+        return [value if isinstance(value, bytes | str) else None for value in found]
+
+    async def put_many(
+        self,
+        collection: str,
+        keys: Sequence[str],
+        entries: Sequence[bytes],
+        expires_at: Sequence[float | None],
+    ) -> None:
+        """Write the batch as one pipeline of ``SET`` (with ``PX``, the time left in whole milliseconds)."""
+        prefix = collection_prefix(collection)
+        now = time.time()
+        pipeline = self.client.pipeline(transaction=False)
+        for key, entry, expiry in zip(keys, entries, expires_at, strict=True):
+            if expiry is None:
+                pipeline.set(prefix + key, entry)
+                continue
+            left = math.ceil((expiry - now) * 1000)
+            if left > 0:
+                pipeline.set(prefix + key, entry, px=left)
+            else:  # already past its expiry: it still replaces what was there, and reads as missing
+                pipeline.execute_command("UNLINK", prefix + key)  # queued on a cluster pipeline too
+        await pipeline.execute()
+
+    async def delete_many(self, collection: str, keys: Sequence[str]) -> list[bool]:
+        """Delete the batch as one pipeline of ``UNLINK``, one result per key."""
+        prefix = collection_prefix(collection)
+        pipeline = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipeline.execute_command("UNLINK", prefix + key)  # queued on a cluster pipeline too
+        return [bool(removed) for removed in await pipeline.execute()]
+
+    async def keys(self, collection: str, limit: int | None) -> list[str]:
+        """Return the keys of ``collection``: a complete SCAN, not one page."""
+        prefix = collection_prefix(collection)
+        names: dict[str, None] = {}  # SCAN may return a key twice
+        async for stored in self._scan(_glob_escape(prefix) + "*"):
+            names[_text(stored)[len(prefix) :]] = None
+            if limit is not None and len(names) >= limit:
+                break
+        return list(names)
+
+    async def collections(self, limit: int | None) -> list[str]:
+        """Return the collections that hold keys in kvrt's layout (a SCAN of the database)."""
+        names: dict[str, None] = {}
+        async for stored in self._scan("*" + SEPARATOR + "*"):
+            parts = split_compound_key(_text(stored))
+            if parts is not None:
+                names[parts[0]] = None
+                if limit is not None and len(names) >= limit:
+                    break
+        return list(names)
+
+    async def destroy(self) -> bool:
+        """Remove every key in kvrt's layout (never FLUSHDB: the database may hold other data)."""
+        return await self._unlink_matching("*" + SEPARATOR + "*")
+
+    async def destroy_collection(self, collection: str) -> bool:
+        """Remove every key of ``collection`` (SCAN, then UNLINK in chunks)."""
+        return await self._unlink_matching(_glob_escape(collection_prefix(collection)) + "*")
+
+    async def _unlink_matching(self, pattern: str) -> bool:
+        removed = 0
+        chunk: list[bytes | str] = []
+        async for stored in self._scan(pattern):
+            chunk.append(stored)
+            if len(chunk) >= _UNLINK_CHUNK:
+                removed += await self.client.unlink(*chunk)
+                chunk = []
+        if chunk:
+            removed += await self.client.unlink(*chunk)
+        return removed > 0
+
+    async def _scan(self, pattern: str) -> AsyncIterator[bytes | str]:
+        """Every key matching ``pattern``, as stored (every node's, on a cluster)."""
+        async for stored in self.client.scan_iter(match=pattern, count=_SCAN_COUNT):
+            yield stored
+
+    def is_transient(self, error: BaseException) -> bool:
+        """Call lost connections, timeouts and cluster failovers transient; a refused login is not."""
+        return isinstance(error, _TRANSIENT) and not isinstance(error, _PERMANENT)

