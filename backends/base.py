@@ -23,6 +23,11 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
     concurrency: int = 1
     """How many calls the backend can have in flight at once (its connection pool's size). Above 1,
     the worker sends the runs of a round concurrently, and the backend must allow concurrent calls."""
+    rounds_in_flight: int = 1
+    """How many rounds the worker may have at the backend at once (at most ``concurrency``). Above 1,
+    it takes the next round while the last is still out, which costs a task per round: worth it
+    only where a round's call is long next to that (measured: Redis on loopback and diskcache are
+    faster with 1, since closed-loop callers arrive together anyway)."""
     keys: bool = False
     """The backend implements :meth:`Backend.keys`."""
     collections: bool = False

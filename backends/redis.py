@@ -126,12 +126,13 @@ class RedisBackend(Backend):
             await client.aclose()
 
     async def get_many(self, collection: str, keys: Sequence[str]) -> list[bytes | str | None]:
-        """Read the batch with one ``MGET`` (per hash slot, on a cluster)."""
-        names = [compound_key(collection, key) for key in keys]
-        if self._cluster:
-            found: list[Any] = await self.client.mget_nonatomic(names)
+        """Read the batch with one ``MGET`` (per hash slot, on a cluster); one key with ``GET``."""
+        client = self.client
+        if len(keys) == 1:
+            found: list[Any] = [await client.get(compound_key(collection, keys[0]))]
         else:
-            found = await self.client.mget(names)
+            names = [compound_key(collection, key) for key in keys]
+            found = await (client.mget_nonatomic(names) if self._cluster else client.mget(names))
         return [value if isinstance(value, bytes | str) else None for value in found]
 
     async def put_many(
@@ -141,25 +142,38 @@ class RedisBackend(Backend):
         entries: Sequence[bytes],
         expires_at: Sequence[float | None],
     ) -> None:
-        """Write the batch as one pipeline of ``SET`` (with ``PX``, the time left in whole milliseconds)."""
+        """Write the batch: one ``MSET`` where nothing expires, else one pipeline of ``SET ... PX``.
+
+        ``PX`` is the time left in whole milliseconds, rounded up; an entry already past its expiry
+        still replaces what was there (it is unlinked), and reads as missing.
+        """
+        client = self.client
         prefix = collection_prefix(collection)
+        if all(expiry is None for expiry in expires_at):
+            if len(keys) == 1:
+                await client.set(prefix + keys[0], entries[0])
+                return
+            # Later duplicates win in a dict as they do in a pipeline.
+            mapping = {prefix + key: entry for key, entry in zip(keys, entries, strict=True)}
+            await (client.mset_nonatomic(mapping) if self._cluster else client.mset(mapping))
+            return
         now = time.time()
-        pipeline = self.client.pipeline(transaction=False)
+        pipeline = client.pipeline(transaction=False)
         for key, entry, expiry in zip(keys, entries, expires_at, strict=True):
-            if expiry is None:
-                pipeline.set(prefix + key, entry)
-                continue
-            left = math.ceil((expiry - now) * 1000)
-            if left > 0:
+            left = None if expiry is None else math.ceil((expiry - now) * 1000)
+            if left is None or left > 0:
                 pipeline.set(prefix + key, entry, px=left)
-            else:  # already past its expiry: it still replaces what was there, and reads as missing
+            else:
                 pipeline.execute_command("UNLINK", prefix + key)  # queued on a cluster pipeline too
         await pipeline.execute()
 
     async def delete_many(self, collection: str, keys: Sequence[str]) -> list[bool]:
-        """Delete the batch as one pipeline of ``UNLINK``, one result per key."""
+        """Delete the batch as one pipeline of ``UNLINK``, a result per key; one key without a pipeline."""
+        client = self.client
         prefix = collection_prefix(collection)
-        pipeline = self.client.pipeline(transaction=False)
+        if len(keys) == 1:
+            return [bool(await client.unlink(prefix + keys[0]))]
+        pipeline = client.pipeline(transaction=False)
         for key in keys:
             pipeline.execute_command("UNLINK", prefix + key)  # queued on a cluster pipeline too
         return [bool(removed) for removed in await pipeline.execute()]

@@ -92,6 +92,7 @@ class Worker:
         self.mailbox = mailbox
         concurrency = backend.capabilities.concurrency
         self._lanes = anyio.Semaphore(concurrency) if concurrency > 1 else None
+        self._rounds_in_flight = min(backend.capabilities.rounds_in_flight, concurrency)
         self.stopped = anyio.Event()
         self.send_stream, self._receive = anyio.create_memory_object_stream[Item](mailbox.size)
         self._mailbox = mailbox
@@ -121,14 +122,15 @@ class Worker:
 
         Raises :class:`WorkerCrash` when the backend fails transiently; the unanswered requests are
         kept and served first when the supervisor calls ``run`` again. With a backend that takes
-        concurrent calls, up to that many rounds are in flight at once: the next round is taken
-        while the last one is still at the backend.
+        concurrent calls, its runs go out concurrently, and with ``rounds_in_flight`` above 1 up to
+        that many rounds are in flight at once: the next round is taken while the last one is
+        still at the backend.
         """
-        if self._lanes is None:
+        if self._rounds_in_flight <= 1:
             await self._loop(self._serve)
             return
         crashes: list[Exception] = []
-        rounds_free = anyio.Semaphore(self.backend.capabilities.concurrency)
+        rounds_free = anyio.Semaphore(self._rounds_in_flight)
         async with anyio.create_task_group() as rounds:
 
             async def serve(batch: Run) -> None:
@@ -230,6 +232,8 @@ class Worker:
             if self._lanes is None:
                 for run in runs:
                     await self._serve_run(run)
+            elif len(runs) == 1 and self._rounds_in_flight <= 1:
+                await self._serve_run(runs[0])  # the only call out: no lane to take
             elif len(runs) == 1:
                 async with self._lanes:  # every backend call holds a lane: calls in flight stay bounded
                     await self._serve_run(runs[0])

@@ -5,9 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from servers import VALKEY_INSTALL, RedisTarget, cluster_target, missing, redis_binary, redis_target, valkey_binary
 
 from kvrt.testing.conformance import LOOPS
+from kvrt.testing.servers import (
+    VALKEY_INSTALL,
+    RedisTarget,
+    cluster_target,
+    missing,
+    redis_binary,
+    redis_target,
+    valkey_binary,
+)
 
 
 @pytest.fixture(params=LOOPS)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from servers import RedisTarget
 
 from kvrt.backends.redis import RedisBackend
 from kvrt.testing import ConformanceSuite
+from kvrt.testing.servers import RedisTarget
 
 
 def fresh_backend(target: RedisTarget) -> RedisBackend:

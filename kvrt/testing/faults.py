@@ -30,9 +30,15 @@ class FaultyBackend(Backend):
 
     name = "faulty"
 
-    def __init__(self, inner: Backend | None = None, *, concurrency: int = 1) -> None:
+    def __init__(
+        self, inner: Backend | None = None, *, concurrency: int = 1, rounds_in_flight: int | None = None
+    ) -> None:
         self.inner = inner if inner is not None else MemoryBackend()
-        self.capabilities = msgspec.structs.replace(self.inner.capabilities, concurrency=concurrency)
+        self.capabilities = msgspec.structs.replace(
+            self.inner.capabilities,
+            concurrency=concurrency,
+            rounds_in_flight=concurrency if rounds_in_flight is None else rounds_in_flight,
+        )
         self.in_flight = 0
         self.peak_in_flight = 0
         """The most data calls it was in at once."""

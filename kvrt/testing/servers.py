@@ -1,4 +1,4 @@
-"""Real servers for the tests: local processes on free loopback ports, or containers where Docker runs.
+"""Real servers for tests and benches: local processes on free loopback ports, or containers where Docker runs.
 
 A missing server binary fails the run under ``CI=true`` with the command that installs it, and
 skips elsewhere, saying so. Each server keeps its data in its own temporary directory and is
@@ -235,7 +235,7 @@ class RedisTarget:
 
 @contextlib.contextmanager
 def redis_target(image: str, binary: str) -> Iterator[RedisTarget]:
-    """A server of ``image`` in a container where Docker runs, else ``binary`` as a local process."""
+    """Run a server of ``image`` in a container where Docker listens, else ``binary`` as a local process."""
     if docker_available():
         with container_url(image) as url:
             host, port = url.removeprefix("redis://").removesuffix("/0").rsplit(":", 1)
@@ -247,6 +247,6 @@ def redis_target(image: str, binary: str) -> Iterator[RedisTarget]:
 
 @contextlib.contextmanager
 def cluster_target(binary: str) -> Iterator[RedisTarget]:
-    """A 3-master Redis Cluster of local processes."""
+    """Run a 3-master Redis Cluster of local processes."""
     with redis_cluster(binary) as nodes:
         yield RedisTarget(nodes[0].url, [("127.0.0.1", node.port) for node in nodes], cluster=True)
