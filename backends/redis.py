@@ -23,6 +23,8 @@ try:
     import redis.asyncio
     import redis.exceptions
     from redis.asyncio.cluster import RedisCluster
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("RedisBackend needs redis-py: pip install 'kvrt[redis]'") from exc
 
@@ -86,7 +88,14 @@ class RedisBackend(Backend):
         self._client = client
         self._owns_client = client is None
         self._cluster = cluster or isinstance(client, RedisCluster)
-        self._options = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0, **client_options}
+        # No retries inside redis-py (by default it sleeps and tries again, for seconds): a lost
+        # connection crashes the worker, and its supervisor's backoff and deadlines decide.
+        self._options = {
+            "socket_timeout": 5.0,
+            "socket_connect_timeout": 5.0,
+            "retry": Retry(NoBackoff(), 0),
+            **client_options,
+        }
         self._pool_size = pool_size
         self.capabilities = Capabilities(
             native_ttl=True,

@@ -143,6 +143,7 @@ class Supervisor:
             await worker.backend.open()
         except Exception as exc:
             log.warning("worker.reopen_failed", cause=_name(exc), detail=str(exc)[:200])
+            worker.breaker.failed()  # a backend that cannot be reached is failing: let the circuit open
             return await self._after_crash(worker, log, transient=True)
         if self.gave_up:  # a sibling gave up for the group while we were reopening (cancellation lands later)
             return False

@@ -1,0 +1,119 @@
+"""A real redis-server killed under a 64-caller write load and restarted on the same port 3 s later."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from kvrt import Runtime
+from kvrt.backends.memory import MemoryBackend
+from kvrt.backends.redis import RedisBackend
+from kvrt.errors import KeyValueError
+from kvrt.policies import CircuitPolicy, RestartPolicy
+from kvrt.testing.servers import RedisProcess, redis_binary
+
+pytestmark = pytest.mark.anyio
+
+CALLERS = 64
+DEADLINE = 1.0
+OUTAGE = 3.0
+SLACK = 0.5  # scheduling on a shared 2-core machine, on top of the deadline
+
+
+class Load:
+    """What 64 writers and one reader saw."""
+
+    def __init__(self) -> None:
+        self.acknowledged: dict[str, dict[str, Any]] = {}
+        self.errors: list[BaseException] = []
+        self.longest_call = 0.0
+        self.reads_in_outage = 0
+        self.down = False
+        self.restarted_at: float | None = None
+        self.first_put_after_restart: float | None = None
+        self.warmed_up = anyio.Event()
+        self.back = anyio.Event()
+        self.stop = anyio.Event()
+
+
+async def _writer(store: Any, number: int, load: Load) -> None:
+    index = 0
+    while not load.stop.is_set():
+        key, value = f"w{number}-{index}", {"writer": number, "index": index}
+        index += 1
+        started = anyio.current_time()
+        try:
+            await store.put(key, value)
+        except Exception as exc:  # every error is checked below
+            load.errors.append(exc)
+            await anyio.sleep(0.01)  # pacing: a failing call returns at once while the circuit is open
+        else:
+            load.acknowledged[key] = value
+            if len(load.acknowledged) >= 2000:
+                load.warmed_up.set()
+            if load.restarted_at is not None and load.first_put_after_restart is None:
+                load.first_put_after_restart = anyio.current_time()
+                load.back.set()
+        finally:
+            load.longest_call = max(load.longest_call, anyio.current_time() - started)
+
+
+async def _reader(store: Any, load: Load) -> None:
+    while not load.stop.is_set():
+        try:
+            await store.get("w0-0")
+        except Exception as exc:
+            load.errors.append(exc)
+        else:
+            if load.down:
+                load.reads_in_outage += 1
+        await anyio.sleep(0.01)
+
+
+async def test_a_killed_server_loses_no_acknowledged_put_and_puts_resume(tmp_path: Path) -> None:
+    server = RedisProcess(redis_binary(), tmp_path / "redis", "--appendonly", "yes", "--appendfsync", "always")
+    server.start()
+    load = Load()
+    try:
+        async with Runtime(
+            restart=RestartPolicy(max_restarts=1000, within=10.0, backoff_initial=0.02, backoff_max=0.2),
+            circuit=CircuitPolicy(failures=5, reset_after=0.1, reset_max=0.3),
+        ) as runtime:
+            fallback = await runtime.spawn(MemoryBackend(), name="fallback")
+            store = await runtime.spawn(
+                RedisBackend(server.url), name="redis", request_timeout=DEADLINE, fallback=fallback
+            )
+            async with anyio.create_task_group() as group:
+                for number in range(CALLERS):
+                    group.start_soon(_writer, store, number, load)
+                group.start_soon(_reader, store, load)
+                with anyio.fail_after(30):
+                    await load.warmed_up.wait()
+                await anyio.to_thread.run_sync(server.kill)
+                load.down = True
+                await anyio.sleep(OUTAGE)  # the outage the scenario asks for, not a wait for a condition
+                await anyio.to_thread.run_sync(server.start)
+                load.down = False
+                load.restarted_at = anyio.current_time()
+                with anyio.fail_after(10):
+                    await load.back.wait()
+                load.stop.set()
+
+            assert load.first_put_after_restart is not None
+            assert load.first_put_after_restart - load.restarted_at <= 2.0, "puts succeed within 2 s of the restart"
+            assert load.longest_call <= DEADLINE + SLACK, "no call outlives its deadline"
+            assert load.errors, "the outage was seen"
+            strangers = [error for error in load.errors if not isinstance(error, KeyValueError)]
+            assert strangers == [], "every error a caller sees is a kvrt error"
+            assert load.reads_in_outage > 0, "the memory fallback serves reads while redis is down"
+
+            checker = await runtime.spawn(RedisBackend(server.url), name="checker")  # no fallback: redis itself
+            keys = list(load.acknowledged)
+            for start in range(0, len(keys), 1000):
+                chunk = keys[start : start + 1000]
+                assert await checker.get_many(chunk) == [load.acknowledged[key] for key in chunk]
+    finally:
+        server.stop()
