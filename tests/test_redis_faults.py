@@ -103,6 +103,7 @@ async def test_a_killed_server_loses_no_acknowledged_put_and_puts_resume(tmp_pat
                 load.stop.set()
 
             assert load.first_put_after_restart is not None
+            assert load.restarted_at is not None
             assert load.first_put_after_restart - load.restarted_at <= 2.0, "puts succeed within 2 s of the restart"
             assert load.longest_call <= DEADLINE + SLACK, "no call outlives its deadline"
             assert load.errors, "the outage was seen"
