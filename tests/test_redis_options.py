@@ -1,0 +1,203 @@
+"""The Redis backend's own promises: URLs (TLS, ACL, db), batching, millisecond TTLs, names, interop."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import redis
+import redis.asyncio
+
+from kvrt import Runtime
+from kvrt.backends.layout import compound_key
+from kvrt.backends.redis import RedisBackend
+from kvrt.errors import StoreSetupError
+from kvrt.testing.conformance import sleep_past
+from kvrt.testing.servers import RedisProcess, RedisTarget, free_port, redis_binary
+
+redis_store = pytest.importorskip("key_value.aio.stores.redis")
+
+pytestmark = pytest.mark.anyio
+
+
+def raw(target: RedisTarget, db: int = 0) -> redis.Redis:
+    host, port = target.nodes[0]
+    return redis.Redis(host=host, port=port, db=db)
+
+
+@pytest.fixture
+def server(redis_server: RedisTarget) -> RedisTarget:
+    redis_server.flush()
+    return redis_server
+
+
+async def test_ttls_are_kept_to_the_millisecond(server: RedisTarget) -> None:
+    async with Runtime() as runtime:
+        store = await runtime.spawn(RedisBackend(server.url))
+        await store.put("brief", {"v": 1}, ttl=0.25)
+        with raw(server) as client:
+            left = client.pttl(compound_key("default_collection", "brief"))
+        assert 0 < left <= 250, "PX in milliseconds, not rounded up to a whole second"
+        await sleep_past(time.time() + 0.26)
+        assert await store.get("brief") is None
+
+
+async def test_concurrent_callers_become_one_command(server: RedisTarget) -> None:
+    async with Runtime() as runtime:
+        store = await runtime.spawn(RedisBackend(server.url))
+        keys = [f"k{index}" for index in range(64)]
+        with raw(server) as client:
+            client.config_resetstat()
+
+        async def put(key: str) -> None:
+            await store.put(key, {"key": key})
+
+        async with anyio.create_task_group() as group:
+            for key in keys:
+                group.start_soon(put, key)
+        found: dict[str, Any] = {}
+
+        async def get(key: str) -> None:
+            found[key] = await store.get(key)
+
+        async with anyio.create_task_group() as group:
+            for key in keys:
+                group.start_soon(get, key)
+        assert found == {key: {"key": key} for key in keys}
+        with raw(server) as client:
+            stats = client.info("commandstats")
+    calls = {name.removeprefix("cmdstat_"): value["calls"] for name, value in stats.items()}
+    assert calls.get("get", 0) + calls.get("mget", 0) <= 4, calls
+    assert calls.get("set", 0) + calls.get("mset", 0) <= 4, calls
+
+
+async def test_keys_are_complete_and_names_are_not_patterns(server: RedisTarget) -> None:
+    async with Runtime() as runtime:
+        store: Any = await runtime.spawn(RedisBackend(server.url))
+        many = [f"k{index}" for index in range(2500)]  # past one SCAN page
+        await store.put_many(many, [{"v": 1}] * len(many), collection="a*")
+        await store.put("other", {"v": 2}, collection="ab")
+        await store.put("x", {"v": 3}, collection="[a]")
+        assert sorted(await store.keys("a*")) == sorted(many)
+        assert await store.keys("[a]") == ["x"]
+        assert await store.keys("a?") == []
+        assert await store.destroy_collection("a*") is True
+        assert await store.keys("ab") == ["other"], "destroying 'a*' removed only that collection"
+
+
+async def test_destroy_removes_only_kvrts_keys(server: RedisTarget) -> None:
+    with raw(server) as client:
+        client.set("foreign", "keep me")
+    async with Runtime() as runtime:
+        store: Any = await runtime.spawn(RedisBackend(server.url))
+        await store.put("k", {"v": 1}, collection="mine")
+        assert await store.destroy() is True
+        assert await store.get("k", collection="mine") is None
+    with raw(server) as client:
+        assert client.get("foreign") == b"keep me"
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the test uses the client itself: asyncio only
+async def test_a_client_passed_in_is_used_and_never_closed(server: RedisTarget) -> None:
+    client = redis.asyncio.Redis.from_url(server.url)
+    try:
+        async with Runtime() as runtime:
+            store = await runtime.spawn(RedisBackend(client=client))
+            await store.put("k", {"v": 1})
+        assert await client.get(compound_key("default_collection", "k")) is not None, "still open after the runtime"
+    finally:
+        await client.aclose()
+
+
+async def test_the_url_picks_the_database(server: RedisTarget) -> None:
+    host, port = server.nodes[0]
+    async with Runtime() as runtime:
+        store = await runtime.spawn(RedisBackend(f"redis://{host}:{port}/3"))
+        await store.put("k", {"v": 1})
+    with raw(server, db=3) as in_three, raw(server, db=0) as in_zero:
+        assert in_three.exists(compound_key("default_collection", "k")) == 1
+        assert in_zero.exists(compound_key("default_collection", "k")) == 0
+
+
+async def test_acl_users_log_in_and_a_wrong_password_is_a_setup_error(server: RedisTarget) -> None:
+    host, port = server.nodes[0]
+    with raw(server) as client:
+        client.acl_setuser("kvrt-user", enabled=True, passwords=["+s3cret-pw"], keys=["*"], commands=["+@all"])
+    try:
+        async with Runtime() as runtime:
+            store = await runtime.spawn(RedisBackend(f"redis://kvrt-user:s3cret-pw@{host}:{port}/0"))
+            await store.put("k", {"v": 1})
+            assert await store.get("k") == {"v": 1}
+            with pytest.raises(StoreSetupError) as refused:
+                await runtime.spawn(RedisBackend(f"redis://kvrt-user:wrong-pw@{host}:{port}/0"), name="wrong")
+            assert "wrong-pw" not in str(refused.value), "credentials never appear in errors"
+    finally:
+        with raw(server) as client:
+            client.acl_deluser("kvrt-user")
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisProcess, int, Path]]:
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            *["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert)],
+            *["-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        ],
+        check=True,
+        capture_output=True,
+    )
+    tls_port = free_port()
+    server = RedisProcess(
+        redis_binary(),
+        directory / "data",
+        *["--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key)],
+        *["--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"],
+    )
+    server.start()
+    try:
+        yield server, tls_port, cert
+    finally:
+        server.stop()
+
+
+async def test_rediss_urls_use_tls_and_check_the_certificate(tls_server: tuple[RedisProcess, int, Path]) -> None:
+    _, tls_port, cert = tls_server
+    url = f"rediss://127.0.0.1:{tls_port}/0"
+    async with Runtime() as runtime:
+        store = await runtime.spawn(RedisBackend(url, ssl_ca_certs=str(cert)))
+        await store.put("k", {"v": 1})
+        assert await store.get("k") == {"v": 1}
+        with pytest.raises(StoreSetupError):  # the server's certificate is not signed by a CA we trust
+            await runtime.spawn(RedisBackend(url), name="untrusted")
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the reference's RedisStore runs on asyncio only
+@pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning")  # the reference's call
+async def test_kvrt_and_the_reference_read_each_others_data(server: RedisTarget) -> None:
+    reference = redis_store.RedisStore(url=server.url)
+    await reference.put("from-reference", {"v": 1}, collection="users")
+    await reference.put("brief", {"v": 2}, collection="users", ttl=100)
+    async with Runtime() as runtime:
+        store: Any = await runtime.spawn(RedisBackend(server.url))
+        assert await store.get("from-reference", collection="users") == {"v": 1}
+        found, left = await store.ttl("brief", collection="users")
+        assert found == {"v": 2}
+        assert left is not None
+        assert 99 < left <= 100
+        await store.put_many(["from-kvrt", "plain"], [{"v": 3}, {"v": 4}], collection="users", ttl=100)
+        assert sorted(await store.keys("users")) == ["brief", "from-kvrt", "from-reference", "plain"]
+    try:
+        assert await reference.get("from-kvrt", collection="users") == {"v": 3}
+        found, left = await reference.ttl("plain", collection="users")
+        assert found == {"v": 4}
+        assert left is not None
+        assert 98 < left <= 100
+    finally:
+        await reference.close()
