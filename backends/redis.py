@@ -135,13 +135,16 @@ class RedisBackend(Backend):
             await client.aclose()
 
     async def get_many(self, collection: str, keys: Sequence[str]) -> list[bytes | str | None]:
-        """Read the batch with one ``MGET`` (per hash slot, on a cluster); one key with ``GET``."""
+        """Read the batch with one ``MGET`` (per hash slot, on a cluster).
+
+        A key holding another Redis type reads as missing, as ``MGET`` has it (``GET`` would fail).
+        """
         client = self.client
-        if len(keys) == 1:
-            found: list[Any] = [await client.get(compound_key(collection, keys[0]))]
+        names = [compound_key(collection, key) for key in keys]
+        if self._cluster and len(names) > 1:
+            found: list[Any] = await client.mget_nonatomic(names)
         else:
-            names = [compound_key(collection, key) for key in keys]
-            found = await (client.mget_nonatomic(names) if self._cluster else client.mget(names))
+            found = await client.mget(names)
         return [value if isinstance(value, bytes | str) else None for value in found]
 
     async def put_many(

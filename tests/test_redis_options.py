@@ -12,11 +12,12 @@ import anyio
 import pytest
 import redis
 import redis.asyncio
+import redis.exceptions
 
 from kvrt import Runtime
 from kvrt.backends.layout import compound_key
 from kvrt.backends.redis import RedisBackend
-from kvrt.errors import StoreSetupError
+from kvrt.errors import KeyValueStoreError, StoreSetupError
 from kvrt.testing.conformance import sleep_past
 from kvrt.testing.servers import RedisProcess, RedisTarget, free_port, redis_binary
 
@@ -201,3 +202,42 @@ async def test_kvrt_and_the_reference_read_each_others_data(server: RedisTarget)
         assert 98 < left <= 100
     finally:
         await reference.close()
+
+
+async def test_a_server_error_reaches_the_caller_as_a_kvrt_error(server: RedisTarget) -> None:
+    with raw(server) as client:
+        client.config_set("maxmemory", 1)  # with noeviction, every write is refused: OOM
+    try:
+        async with Runtime() as runtime:
+            store = await runtime.spawn(RedisBackend(server.url))
+            with pytest.raises(KeyValueStoreError, match="OutOfMemoryError") as refused:
+                await store.put("k", {"v": 1})
+            assert isinstance(refused.value.__cause__, redis.exceptions.ResponseError)
+            with raw(server) as client:
+                client.config_set("maxmemory", 0)
+            await store.put("k", {"v": 2})  # one refused write did not break the worker
+            assert await store.get("k") == {"v": 2}
+    finally:
+        with raw(server) as client:
+            client.config_set("maxmemory", 0)
+
+
+def test_lost_connections_and_failovers_are_transient_and_a_refused_login_is_not() -> None:
+    backend = RedisBackend("redis://127.0.0.1:1/0")
+    exceptions = redis.exceptions
+    for transient in [
+        exceptions.ConnectionError("reset"),
+        exceptions.TimeoutError("timed out"),
+        exceptions.BusyLoadingError("loading"),
+        exceptions.ClusterDownError("CLUSTERDOWN"),
+        exceptions.TryAgainError("TRYAGAIN"),
+        exceptions.ReadOnlyError("READONLY"),
+        exceptions.MovedError("3999 127.0.0.1:6381"),
+    ]:
+        assert backend.is_transient(transient), transient
+    for permanent in [
+        exceptions.AuthenticationError("WRONGPASS"),
+        exceptions.ResponseError("WRONGTYPE"),
+        exceptions.DataError("bad"),
+    ]:
+        assert not backend.is_transient(permanent), permanent
