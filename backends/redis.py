@@ -135,16 +135,21 @@ class RedisBackend(Backend):
             await client.aclose()
 
     async def get_many(self, collection: str, keys: Sequence[str]) -> list[bytes | str | None]:
-        """Read the batch with one ``MGET`` (per hash slot, on a cluster).
+        """Read the batch with one ``MGET`` (per hash slot, on a cluster); one key with ``GET``.
 
-        A key holding another Redis type reads as missing, as ``MGET`` has it (``GET`` would fail).
+        A key holding another Redis type reads as missing, as ``MGET`` has it.
         """
         client = self.client
-        names = [compound_key(collection, key) for key in keys]
-        if self._cluster and len(names) > 1:
-            found: list[Any] = await client.mget_nonatomic(names)
+        if len(keys) == 1:  # GET's plain reply costs less to parse than MGET's array: a lone caller's case
+            try:
+                found: list[Any] = [await client.get(compound_key(collection, keys[0]))]
+            except redis.exceptions.ResponseError as exc:
+                if not str(exc).startswith("WRONGTYPE"):
+                    raise
+                found = [None]
         else:
-            found = await client.mget(names)
+            names = [compound_key(collection, key) for key in keys]
+            found = await (client.mget_nonatomic(names) if self._cluster else client.mget(names))
         return [value if isinstance(value, bytes | str) else None for value in found]
 
     async def put_many(

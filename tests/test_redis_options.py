@@ -241,3 +241,13 @@ def test_lost_connections_and_failovers_are_transient_and_a_refused_login_is_not
         exceptions.DataError("bad"),
     ]:
         assert not backend.is_transient(permanent), permanent
+
+
+async def test_a_key_of_another_redis_type_reads_as_missing(server: RedisTarget) -> None:
+    with raw(server) as client:
+        client.rpush(compound_key("default_collection", "listy"), "x")
+    async with Runtime() as runtime:
+        store = await runtime.spawn(RedisBackend(server.url))
+        await store.put("fine", {"v": 1})
+        assert await store.get("listy") is None
+        assert await store.get_many(["listy", "fine"]) == [None, {"v": 1}]
