@@ -55,6 +55,11 @@ class Backend:
     """The driver runs only on asyncio; under trio the runtime makes its calls on an asyncio loop
     in a thread of its own (:mod:`kvrt.hosts`)."""
 
+    @property
+    def kind(self) -> str:
+        """What this backend is, for logs and errors (its class name)."""
+        return type(self).__name__
+
     async def open(self) -> None:
         """Create the client and its connection pool (called again after a transient failure)."""
 

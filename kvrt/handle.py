@@ -92,7 +92,7 @@ class Handle:
         self._fallback_writes = fallback_writes
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r} on {type(self._worker.backend).__name__}>"
+        return f"<{type(self).__name__} {self.name!r} on {self._worker.backend.kind}>"
 
     def with_timeout(self, request_timeout: float | None) -> Self:
         """Return a handle on the same worker whose calls each have ``request_timeout`` seconds (``None``: no limit)."""

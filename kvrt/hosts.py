@@ -83,6 +83,11 @@ class HostedBackend(Backend):
         self.capabilities = backend.capabilities
         self._call = host.call
 
+    @property
+    def kind(self) -> str:
+        """The hosted backend's kind, and where it runs."""
+        return f"{self.inner.kind} on an asyncio thread"
+
     async def open(self) -> None:
         """Open the backend on the asyncio loop, so its connections belong to that loop."""
         await self._call(self.inner.open)

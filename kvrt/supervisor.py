@@ -59,7 +59,7 @@ class Supervisor:
 
     async def _supervise(self, worker: Worker) -> None:
         """Run one worker, restarting it as the policy and strategy say; close its backend at the end."""
-        log = _log.bind(worker=worker.name, backend=type(worker.backend).__name__)
+        log = _log.bind(worker=worker.name, backend=worker.backend.kind)
         log.info("worker.started")
         try:
             with self._scopes[worker.name]:

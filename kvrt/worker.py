@@ -388,14 +388,12 @@ class Worker:
         if len(run) == 1:
             found = await call(first.collection, first.keys)
             if len(found) != len(first.keys):
-                raise BackendContractError(
-                    f"{type(self.backend).__name__} answered {len(found)} of {len(first.keys)} keys"
-                )
+                raise BackendContractError(f"{self.backend.kind} answered {len(found)} of {len(first.keys)} keys")
             return [found]
         keys = [key for request, _ in run for key in cast(Keyed, request).keys]
         found = await call(first.collection, keys)
         if len(found) != len(keys):
-            raise BackendContractError(f"{type(self.backend).__name__} answered {len(found)} of {len(keys)} keys")
+            raise BackendContractError(f"{self.backend.kind} answered {len(found)} of {len(keys)} keys")
         parts: list[Any] = []
         start = 0
         for request, _ in run:
@@ -526,7 +524,7 @@ class Worker:
         mailbox = self.send_stream.statistics()
         return WorkerStats(
             name=self.name,
-            backend=type(self.backend).__name__,
+            backend=self.backend.kind,
             state=self.state,
             mailbox_depth=mailbox.current_buffer_used,
             mailbox_size=int(mailbox.max_buffer_size),
