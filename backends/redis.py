@@ -22,7 +22,7 @@ from kvrt.errors import StoreSetupError
 try:
     import redis.asyncio
     import redis.exceptions
-    from redis.asyncio.cluster import RedisCluster
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -39,6 +39,7 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     redis.exceptions.TryAgainError,  # a slot migrating
     redis.exceptions.ReadOnlyError,  # a write reached a primary that was just demoted
     redis.exceptions.AskError,  # MovedError too: redirections the client ran out of
+    redis.exceptions.SlotNotCoveredError,  # no node serves a slot, mid-failover
     OSError,
 )
 _PERMANENT: tuple[type[BaseException], ...] = (
@@ -97,6 +98,7 @@ class RedisBackend(Backend):
             **client_options,
         }
         self._pool_size = pool_size
+        self._known_nodes: list[ClusterNode] = []
         self.capabilities = Capabilities(
             native_ttl=True,
             max_batch=1024,
@@ -118,12 +120,18 @@ class RedisBackend(Backend):
         """Create the client (unless one was given) and check that the server answers."""
         if self._client is None:
             assert self.url is not None
+            options = {"max_connections": self._pool_size, **self._options}
             if self._cluster:
-                self._client = RedisCluster.from_url(self.url, max_connections=self._pool_size, **self._options)
+                # After a failover the URL's node may be gone for good: start from every node
+                # the last client knew as well.
+                self._client = RedisCluster.from_url(self.url, startup_nodes=self._known_nodes or None, **options)
             else:
-                self._client = redis.asyncio.Redis.from_url(self.url, max_connections=self._pool_size, **self._options)
+                self._client = redis.asyncio.Redis.from_url(self.url, **options)
         try:
-            await self._client.ping()
+            if self._cluster:
+                await self._client.ping(target_nodes=RedisCluster.RANDOM)  # one node down must not fail the rest
+            else:
+                await self._client.ping()
         except BaseException:
             await self.close()
             raise
@@ -132,6 +140,9 @@ class RedisBackend(Backend):
         """Close the client and its connections, if kvrt made it."""
         if self._owns_client and self._client is not None:
             client, self._client = self._client, None
+            if isinstance(client, RedisCluster):
+                known = [ClusterNode(node.host, node.port) for node in client.get_nodes()]
+                self._known_nodes = known or self._known_nodes
             await client.aclose()
 
     async def get_many(self, collection: str, keys: Sequence[str]) -> list[bytes | str | None]:

@@ -7,13 +7,15 @@ from typing import Any
 
 import anyio
 import pytest
+from redis.crc import key_slot
 
 from kvrt import Runtime
+from kvrt.backends.layout import compound_key
 from kvrt.backends.memory import MemoryBackend
 from kvrt.backends.redis import RedisBackend
 from kvrt.errors import KeyValueError
 from kvrt.policies import CircuitPolicy, RestartPolicy
-from kvrt.testing.servers import RedisProcess, redis_binary
+from kvrt.testing.servers import RedisProcess, redis_binary, redis_cluster
 
 pytestmark = pytest.mark.anyio
 
@@ -118,3 +120,59 @@ async def test_a_killed_server_loses_no_acknowledged_put_and_puts_resume(tmp_pat
                 assert await checker.get_many(chunk) == [load.acknowledged[key] for key in chunk]
     finally:
         server.stop()
+
+
+def _served_by_first_primary(key: str) -> bool:
+    """Say whether ``key`` lives in the slots of primary 0 (slots 0-5460 of three)."""
+    return bool(key_slot(compound_key("default_collection", key).encode()) < 16384 // 3)
+
+
+async def test_a_cluster_primary_killed_fails_over_and_puts_resume() -> None:
+    """Kill one of three primaries: its replica takes over, and kvrt follows the new topology."""
+    failures: list[BaseException] = []
+    longest = 0.0
+    after_kill: dict[str, dict[str, int]] = {}
+    killed_at: float | None = None
+    resumed = anyio.Event()
+    stop = anyio.Event()
+
+    async def writer(store: Any, number: int) -> None:
+        nonlocal longest
+        index = 0
+        while not stop.is_set():
+            key, value = f"c{number}-{index}", {"n": index}
+            index += 1
+            started = anyio.current_time()
+            try:
+                await store.put(key, value)
+            except Exception as exc:  # every error is checked below
+                failures.append(exc)
+                await anyio.sleep(0.01)  # pacing while the slot's primary is gone
+            else:
+                if killed_at is not None:
+                    after_kill[key] = value
+                    if sum(1 for name in after_kill if _served_by_first_primary(name)) >= 100:
+                        resumed.set()  # keys of the dead primary's slots: its replica took over
+            finally:
+                longest = max(longest, anyio.current_time() - started)
+
+    with redis_cluster(redis_binary(), replicas=1, node_timeout_ms=1000) as nodes:
+        async with Runtime(
+            restart=RestartPolicy(max_restarts=1000, within=10.0, backoff_initial=0.02, backoff_max=0.2),
+            circuit=CircuitPolicy(failures=5, reset_after=0.1, reset_max=0.3),
+        ) as runtime:
+            store = await runtime.spawn(RedisBackend(nodes[0].url, cluster=True), request_timeout=DEADLINE)
+            async with anyio.create_task_group() as group:
+                for number in range(16):
+                    group.start_soon(writer, store, number)
+                await anyio.sleep(0.5)  # some load first
+                await anyio.to_thread.run_sync(nodes[0].kill)  # the primary the URL names
+                killed_at = anyio.current_time()
+                with anyio.fail_after(20):
+                    await resumed.wait()
+                stop.set()
+            assert longest <= DEADLINE + SLACK, "no call outlives its deadline"
+            strangers = [error for error in failures if not isinstance(error, KeyValueError)]
+            assert strangers == [], "every error a caller sees is a kvrt error"
+            keys = list(after_kill)
+            assert await store.get_many(keys) == [after_kill[key] for key in keys], "writes after the kill read back"

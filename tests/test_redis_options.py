@@ -233,6 +233,7 @@ def test_lost_connections_and_failovers_are_transient_and_a_refused_login_is_not
         exceptions.TryAgainError("TRYAGAIN"),
         exceptions.ReadOnlyError("READONLY"),
         exceptions.MovedError("3999 127.0.0.1:6381"),
+        exceptions.SlotNotCoveredError("slot 3999"),
     ]:
         assert backend.is_transient(transient), transient
     for permanent in [

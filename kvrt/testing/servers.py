@@ -159,29 +159,27 @@ def container_url(image: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def redis_cluster(binary: str, masters: int = 3) -> Iterator[list[RedisProcess]]:
-    """Run a Redis Cluster of ``masters`` primaries and no replicas, all slots covered."""
+def redis_cluster(
+    binary: str, masters: int = 3, *, replicas: int = 0, node_timeout_ms: int = 5000
+) -> Iterator[list[RedisProcess]]:
+    """Run a Redis Cluster: ``masters`` primaries covering every slot, each with ``replicas`` replicas.
+
+    The nodes come back primaries first, then the replicas of primary 0, 1, ... in turn.
+    """
     import redis
 
     with tempfile.TemporaryDirectory(prefix="kvrt-cluster-") as directory:
         nodes = []
         buses = []
-        for index in range(masters):
+        for index in range(masters * (1 + replicas)):
             port = free_port()
             buses.append(free_port())
             node = RedisProcess(
                 binary,
                 Path(directory) / str(index),
-                "--appendonly",
-                "no",
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                f"nodes-{port}.conf",
-                "--cluster-node-timeout",
-                "5000",
-                "--cluster-port",  # the bus; by default port + 10000, which may be past 65535
-                str(buses[-1]),
+                *["--appendonly", "no", "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"],
+                *["--cluster-node-timeout", str(node_timeout_ms)],
+                *["--cluster-port", str(buses[-1])],  # the bus; by default port + 10000, maybe past 65535
                 port=port,
             )
             nodes.append(node)
@@ -190,22 +188,44 @@ def redis_cluster(binary: str, masters: int = 3) -> Iterator[list[RedisProcess]]
                 node.start()
             clients: list[Any] = [redis.Redis(host="127.0.0.1", port=node.port) for node in nodes]
             slots = 16384
-            for index, client in enumerate(clients):
+            for index, client in enumerate(clients[:masters]):
                 first, last = index * slots // masters, (index + 1) * slots // masters - 1
                 client.execute_command("CLUSTER ADDSLOTSRANGE", first, last)
             for node, bus in zip(nodes[1:], buses[1:], strict=True):
                 clients[0].execute_command("CLUSTER MEET", "127.0.0.1", node.port, bus)
-            deadline = time.monotonic() + 30
-            while not all(_cluster_ready(client, masters) for client in clients):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the Redis Cluster did not reach cluster_state:ok in 30 s")
-                time.sleep(0.05)
+            _wait_for(lambda: all(_cluster_ready(client, len(nodes)) for client in clients), "cluster_state:ok")
+            for index, client in enumerate(clients[masters:]):
+                primary = clients[index // replicas].execute_command("CLUSTER MYID")
+                _wait_for(lambda c=client, p=primary: _replicates(c, p), "a replica to attach")
+            for client in clients[:masters]:
+                _wait_for(lambda c=client: _replicas_online(c) == replicas, "replicas in sync")
             for client in clients:
                 client.close()
             yield nodes
         finally:
             for node in nodes:
                 node.stop()
+
+
+def _wait_for(condition: Any, what: str, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the Redis Cluster did not reach {what} in {within:.0f} s")
+        time.sleep(0.05)
+
+
+def _replicates(client: Any, primary: bytes | str) -> bool:
+    try:
+        client.execute_command("CLUSTER REPLICATE", primary)
+    except Exception:  # the node does not know the primary yet
+        return False
+    return True
+
+
+def _replicas_online(client: Any) -> int:
+    info = client.info("replication")
+    return sum(1 for name, value in info.items() if name.startswith("slave") and value.get("state") == "online")
 
 
 def _cluster_ready(client: Any, masters: int) -> bool:
