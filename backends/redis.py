@@ -2,9 +2,10 @@
 
 The worker owns the client and its connection pool; what concurrent callers ask of one collection
 arrives here as one batch: gets as one ``MGET`` (one per hash slot on a cluster, pipelined per
-node), puts as one pipeline of ``SET ... PX``, deletes as one pipeline of ``UNLINK`` (a result per
-key). The layout is py-key-value's ``RedisStore``'s, ``"{collection}::{key}"`` holding the JSON
-document (see :mod:`kvrt.backends.layout`), with Redis's own expiry in milliseconds.
+node), puts as one ``MSET`` (or, where entries expire, one pipeline of ``SET ... PX``), deletes as
+one pipeline of ``UNLINK`` (a result per key); a batch of one key is a single plain command.
+The layout is py-key-value's ``RedisStore``'s, ``"{collection}::{key}"`` holding the JSON document
+(see :mod:`kvrt.backends.layout`), with Redis's own expiry in milliseconds.
 """
 
 from __future__ import annotations
