@@ -46,5 +46,5 @@ if __name__ == "__main__":
     if "trio" in sys.argv:
         sys.exit("the reference RedisStore runs on asyncio only: this comparison has no trio form")
     with redis_server(redis_binary()) as process:
-        server = RedisTarget(process.url, [("127.0.0.1", process.port)])
+        server = RedisTarget([("127.0.0.1", process.port)])
         main("Redis: kvrt vs py-key-value-aio RedisStore", {"kvrt": kvrt_redis, "reference": reference_redis}, "redis")

@@ -30,6 +30,7 @@ class AsyncioThread:
     """An asyncio event loop running in a daemon thread, for one runtime's asyncio-only backends."""
 
     def __init__(self) -> None:
+        self._token = _trio_token()  # made under the runtime's trio loop, which every call comes from
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="kvrt asyncio host", daemon=True)
         self._thread.start()
@@ -48,8 +49,8 @@ class AsyncioThread:
         """Run ``function(*args)`` on the asyncio loop; wait for it here without blocking this loop."""
         future = asyncio.run_coroutine_threadsafe(_awaited(function, *args), self._loop)
         done = anyio.Event()
-        token = _trio_token()
-        future.add_done_callback(lambda _: token.run_sync_soon(done.set))
+        wake = self._token.run_sync_soon
+        future.add_done_callback(lambda _: wake(done.set))
         try:
             await done.wait()
         except BaseException:

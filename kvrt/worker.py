@@ -229,11 +229,9 @@ class Worker:
         started = time.perf_counter()
         try:
             runs = self._runs(live)
-            if self._lanes is None:
-                for run in runs:
+            if self._lanes is None or (len(runs) == 1 and self._rounds_in_flight <= 1):
+                for run in runs:  # one call out at a time: no lane to take
                     await self._serve_run(run)
-            elif len(runs) == 1 and self._rounds_in_flight <= 1:
-                await self._serve_run(runs[0])  # the only call out: no lane to take
             elif len(runs) == 1:
                 async with self._lanes:  # every backend call holds a lane: calls in flight stay bounded
                     await self._serve_run(runs[0])

@@ -36,7 +36,6 @@ def valkey_server() -> Iterator[RedisTarget]:
     binary = valkey_binary()
     if binary is None:
         missing("valkey-server", VALKEY_INSTALL)
-    assert binary is not None
     with redis_target("valkey/valkey:9", binary) as target:
         yield target
 

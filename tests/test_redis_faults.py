@@ -133,11 +133,13 @@ async def test_a_cluster_primary_killed_fails_over_and_puts_resume() -> None:
     longest = 0.0
     after_kill: dict[str, dict[str, int]] = {}
     killed_at: float | None = None
+    loaded = anyio.Event()
     resumed = anyio.Event()
     stop = anyio.Event()
+    acknowledged = 0
 
     async def writer(store: Any, number: int) -> None:
-        nonlocal longest
+        nonlocal longest, acknowledged
         index = 0
         while not stop.is_set():
             key, value = f"c{number}-{index}", {"n": index}
@@ -149,6 +151,9 @@ async def test_a_cluster_primary_killed_fails_over_and_puts_resume() -> None:
                 failures.append(exc)
                 await anyio.sleep(0.01)  # pacing while the slot's primary is gone
             else:
+                acknowledged += 1
+                if acknowledged >= 500:
+                    loaded.set()
                 if killed_at is not None:
                     after_kill[key] = value
                     if sum(1 for name in after_kill if _served_by_first_primary(name)) >= 100:
@@ -165,7 +170,8 @@ async def test_a_cluster_primary_killed_fails_over_and_puts_resume() -> None:
             async with anyio.create_task_group() as group:
                 for number in range(16):
                     group.start_soon(writer, store, number)
-                await anyio.sleep(0.5)  # some load first
+                with anyio.fail_after(20):
+                    await loaded.wait()  # writes acknowledged before the kill
                 await anyio.to_thread.run_sync(nodes[0].kill)  # the primary the URL names
                 killed_at = anyio.current_time()
                 with anyio.fail_after(20):

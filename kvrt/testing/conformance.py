@@ -161,6 +161,13 @@ def same(expected: Any, actual: Any) -> bool:
     return bool(expected == actual)
 
 
+def assert_ttl(found: tuple[Any, float | None], value: Any, ttl: float, slack: float = 1.0) -> None:
+    """Assert that a ``ttl()`` answer holds ``value`` with between ``ttl - slack`` and ``ttl`` seconds left."""
+    assert found[0] == value
+    assert found[1] is not None, "an entry written with a TTL reads back with one"
+    assert ttl - slack < found[1] <= ttl
+
+
 async def raw_put(store: Handle, collection: str, key: str, document: bytes, expires_at: float | None = None) -> None:
     """Store ``document`` as it is, through the worker, bypassing every check (to plant bad data)."""
     await store._call(frames.Put(None, collection, [key], [document], expires_at))

