@@ -92,7 +92,7 @@ class Runtime:
         self._closed = True
         workers = list(self._workers.values())
         for worker in workers:
-            worker.send_stream.close()
+            worker.stop_intake()
         # The body's own exception propagates as itself; only a cancellation goes to the task group,
         # which needs to see it to account for its own cancel scope.
         cancelled = exc if isinstance(exc, anyio.get_cancelled_exc_class()) else None

@@ -109,6 +109,8 @@ class Supervisor:
             "rest_for_one": self.workers[index + 1 :],
         }[self.strategy]
         while True:
+            if _finished(worker):
+                return False
             if not self._may_restart():
                 self._give_up(log)
                 return False
@@ -137,7 +139,12 @@ class Supervisor:
         worker.state = "restarting"
         worker.counters.restarts += 1
         log.info("worker.backoff", seconds=round(delay, 3))
-        await anyio.sleep(delay)
+        wake = anyio.current_time() + delay
+        with anyio.move_on_after(delay):
+            await worker.closing.wait()
+        if _finished(worker):
+            return False
+        await anyio.sleep_until(wake)  # shutting down with requests held: they still get a backed-off retry
         await self._close_backend(worker, log)
         try:
             await worker.backend.open()
@@ -185,6 +192,11 @@ class Supervisor:
                 log.warning("worker.close_failed", cause=_name(exc))
         if scope.cancelled_caught:
             log.warning("worker.close_timed_out", seconds=self.close_timeout)
+
+
+def _finished(worker: Worker) -> bool:
+    """Whether the runtime is shutting down and ``worker`` holds nothing a restart would serve."""
+    return worker.closing.is_set() and worker.idle_at_close()
 
 
 def _name(error: BaseException | None) -> str:

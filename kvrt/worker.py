@@ -94,6 +94,8 @@ class Worker:
         self._lanes = anyio.Semaphore(concurrency) if concurrency > 1 else None
         self._rounds_in_flight = min(backend.capabilities.rounds_in_flight, concurrency)
         self.stopped = anyio.Event()
+        self.closing = anyio.Event()
+        """Set when the runtime stops taking requests: a worker in backoff with nothing left to serve stops."""
         self.send_stream, self._receive = anyio.create_memory_object_stream[Item](mailbox.size)
         self._mailbox = mailbox
         self._restart = restart
@@ -511,6 +513,25 @@ class Worker:
             if queued is not None and not queued.done:
                 self.counters.error(exc := error())
                 queued.fail(exc)
+
+    def stop_intake(self) -> None:
+        """Take no more requests; those already queued are still served (the runtime's shutdown)."""
+        self.send_stream.close()
+        self.closing.set()
+
+    def idle_at_close(self) -> bool:
+        """At shutdown, whether no request is left that a restart would answer.
+
+        Moves what is queued into the held requests first (intake is closed, nothing new arrives),
+        so requests whose callers gave up do not count.
+        """
+        while True:
+            try:
+                first = self._receive.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+            self._pending += self._take(first)
+        return all(slot.done or slot.withdrawn for _, slot in self._pending)
 
     def close_mailbox(self) -> None:
         """Refuse further requests: callers then get an error at once instead of waiting."""

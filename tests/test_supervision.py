@@ -251,6 +251,35 @@ async def test_shutdown_past_the_grace_period_fails_what_is_left() -> None:
     assert backend.closes == 1
 
 
+async def test_shutdown_does_not_wait_out_a_backoff_with_nothing_to_serve() -> None:
+    backend = FaultyBackend()
+    slow_restarts = RestartPolicy(backoff_initial=30.0, backoff_max=30.0)
+    with anyio.fail_after(10):
+        async with Runtime(restart=slow_restarts, shutdown_grace=30.0) as runtime:
+            store = await runtime.spawn(backend, request_timeout=0.2)
+            backend.fail_next(TransientFault("down"))
+            with pytest.raises(DeadlineExceededError):
+                await store.put("k", {"v": 1})
+            assert runtime.stats()["faulty"].state == "restarting"
+    assert backend.opens == 1, "nothing was left to serve, so the backend was not reopened"
+    assert backend.closes == 1
+
+
+async def test_shutdown_reopens_a_backend_in_backoff_to_serve_what_is_queued() -> None:
+    inner = MemoryBackend()
+    backend = FaultyBackend(inner)
+    restarts = RestartPolicy(backoff_initial=1.0, backoff_max=1.0)
+    async with anyio.create_task_group() as callers, Runtime(restart=restarts) as runtime:
+        store = await runtime.spawn(backend)
+        backend.fail_next(TransientFault("down"))
+        callers.start_soon(store.put, "k", {"v": 1})
+        await eventually(lambda: runtime.stats()["faulty"].state == "restarting")
+        closing = anyio.current_time()
+    assert anyio.current_time() - closing >= 0.2, "the backoff was waited out before the reopen"
+    assert backend.opens == 2
+    assert await inner.get_many("default_collection", ["k"]) != [None]
+
+
 async def test_spawn_reports_a_backend_that_cannot_open() -> None:
     backend = FaultyBackend()
     backend.failing_opens = 1
