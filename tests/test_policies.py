@@ -174,11 +174,11 @@ async def test_a_per_call_timeout_overrides_the_handles() -> None:
     backend = FaultyBackend()
     async with Runtime() as runtime:
         store = await runtime.spawn(backend, request_timeout=10.0)
-        backend.slow(0.3)
+        backend.slow(5.0)
         started = anyio.current_time()
         with pytest.raises(DeadlineExceededError):
             await store.with_timeout(0.05).get("k")
-        assert anyio.current_time() - started < 0.05 + 0.1
+        assert anyio.current_time() - started < 0.05 + 1.0, "the call waited for the slow backend"
         backend.slow(0)
         assert await store.get("k") is None, "the original handle keeps its own timeout"
         with pytest.raises(ValueError, match="positive number"):
@@ -189,7 +189,7 @@ async def test_a_slow_backend_times_callers_out_by_their_deadline() -> None:
     backend = FaultyBackend()
     async with Runtime(restart=FAST) as runtime:
         store = await runtime.spawn(backend, request_timeout=0.1)
-        backend.slow(0.5)
+        backend.slow(5.0)
         results: list[float] = []
 
         async def call() -> None:
@@ -201,7 +201,7 @@ async def test_a_slow_backend_times_callers_out_by_their_deadline() -> None:
         async with anyio.create_task_group() as group:
             for _ in range(10):
                 group.start_soon(call)
-        assert max(results) < 0.1 + 0.1
+        assert max(results) < 0.1 + 1.0, "a caller waited for the slow backend"
 
 
 # Circuit breaker and fallback.
@@ -337,7 +337,7 @@ async def test_a_full_mailbox_waits_up_to_max_wait() -> None:
             started = anyio.current_time()
             with pytest.raises(OverloadedError, match="stayed full"):
                 await store.put("refused", {"v": 2})
-            assert 0.05 <= anyio.current_time() - started < 0.05 + 0.1
+            assert 0.05 <= anyio.current_time() - started < 0.05 + 1.0
             backend.release()
         assert await store.get("queued") == {"v": 1}
         assert await store.get("refused") is None

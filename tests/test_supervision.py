@@ -164,7 +164,7 @@ async def test_a_request_past_its_deadline_never_reaches_the_backend() -> None:
             with pytest.raises(DeadlineExceededError):
                 await store.get("queued")
             elapsed = anyio.current_time() - started
-        assert elapsed < 0.2 + 0.1, "the caller heard within its deadline and a scheduling step"
+        assert elapsed < 0.2 + 1.0, "the caller heard by its deadline, not when the backend came back"
         assert len(first_outcome) == 1, "an in-flight request times out too"
         backend.release()
         await store.put("after", {"v": 1})
