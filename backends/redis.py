@@ -13,11 +13,12 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from typing import Any, cast
 
 from kvrt.backends.base import Backend, Capabilities
 from kvrt.backends.layout import SEPARATOR, collection_prefix, compound_key, split_compound_key
+from kvrt.backends.redis_connections import HeldConnections
 from kvrt.errors import StoreSetupError
 
 try:
@@ -99,6 +100,8 @@ class RedisBackend(Backend):
             **client_options,
         }
         self._pool_size = pool_size
+        self._held: HeldConnections | None = None
+        """A single server's connections, held by the worker (a cluster goes through its client)."""
         self._known_nodes: list[ClusterNode] = []
         self.capabilities = Capabilities(
             native_ttl=True,
@@ -136,9 +139,14 @@ class RedisBackend(Backend):
         except BaseException:
             await self.close()
             raise
+        if not self._cluster:
+            self._held = HeldConnections(self.client.connection_pool)
 
     async def close(self) -> None:
-        """Close the client and its connections, if kvrt made it."""
+        """Give back the held connections; close the client and its connections, if kvrt made it."""
+        if self._held is not None:
+            held, self._held = self._held, None
+            await held.release()
         if self._owns_client and self._client is not None:
             client, self._client = self._client, None
             if isinstance(client, RedisCluster):
@@ -151,17 +159,16 @@ class RedisBackend(Backend):
 
         A key holding another Redis type reads as missing, as ``MGET`` has it.
         """
-        client = self.client
         if len(keys) == 1:  # GET's plain reply costs less to parse than MGET's array: a lone caller's case
             try:
-                found: list[Any] = [await client.get(compound_key(collection, keys[0]))]
+                found: list[Any] = [await self._execute("GET", compound_key(collection, keys[0]))]
             except redis.exceptions.ResponseError as exc:
                 if not str(exc).startswith("WRONGTYPE"):
                     raise
                 found = [None]
         else:
             names = [compound_key(collection, key) for key in keys]
-            found = await (client.mget_nonatomic(names) if self._cluster else client.mget(names))
+            found = await (self.client.mget_nonatomic(names) if self._cluster else self._execute("MGET", *names))
         return [value if isinstance(value, bytes | str) else None for value in found]
 
     async def put_many(
@@ -176,36 +183,50 @@ class RedisBackend(Backend):
         ``PX`` is the time left in whole milliseconds, rounded up; an entry already past its expiry
         still replaces what was there (it is unlinked), and reads as missing.
         """
-        client = self.client
         prefix = collection_prefix(collection)
         if all(expiry is None for expiry in expires_at):
             if len(keys) == 1:
-                await client.set(prefix + keys[0], entries[0])
+                await self._execute("SET", prefix + keys[0], entries[0])
                 return
             # Later duplicates win in a dict as they do in a pipeline.
             mapping = {prefix + key: entry for key, entry in zip(keys, entries, strict=True)}
-            await (client.mset_nonatomic(mapping) if self._cluster else client.mset(mapping))
+            if self._cluster:
+                await self.client.mset_nonatomic(mapping)
+            else:
+                await self._execute("MSET", *(part for pair in mapping.items() for part in pair))
             return
         now = time.time()
-        pipeline = client.pipeline(transaction=False)
+        commands: list[tuple[Any, ...]] = []
         for key, entry, expiry in zip(keys, entries, expires_at, strict=True):
             left = None if expiry is None else math.ceil((expiry - now) * 1000)
-            if left is None or left > 0:
-                pipeline.set(prefix + key, entry, px=left)
+            if left is None:
+                commands.append(("SET", prefix + key, entry))
+            elif left > 0:
+                commands.append(("SET", prefix + key, entry, "PX", left))
             else:
-                pipeline.execute_command("UNLINK", prefix + key)  # queued on a cluster pipeline too
-        await pipeline.execute()
+                commands.append(("UNLINK", prefix + key))
+        await self._pipeline(commands)
 
     async def delete_many(self, collection: str, keys: Sequence[str]) -> list[bool]:
         """Delete the batch as one pipeline of ``UNLINK``, a result per key; one key without a pipeline."""
-        client = self.client
         prefix = collection_prefix(collection)
         if len(keys) == 1:
-            return [bool(await client.unlink(prefix + keys[0]))]
-        pipeline = client.pipeline(transaction=False)
-        for key in keys:
-            pipeline.execute_command("UNLINK", prefix + key)  # queued on a cluster pipeline too
-        return [bool(removed) for removed in await pipeline.execute()]
+            return [bool(await self._execute("UNLINK", prefix + keys[0]))]
+        return [bool(removed) for removed in await self._pipeline([("UNLINK", prefix + key) for key in keys])]
+
+    def _execute(self, *command: Any) -> Awaitable[Any]:
+        """One command: on a held connection, or through the cluster client (which routes it by key)."""
+        held = self._held
+        return held.execute(*command) if held is not None else self.client.execute_command(*command)
+
+    async def _pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Commands sent together, replies in order: on a held connection, or a cluster client pipeline."""
+        if self._held is not None:
+            return await self._held.pipeline(commands)
+        pipeline = self.client.pipeline(transaction=False)
+        for command in commands:
+            pipeline.execute_command(*command)
+        return cast(list[Any], await pipeline.execute())
 
     async def keys(self, collection: str, limit: int | None) -> list[str]:
         """Return the keys of ``collection``: a complete SCAN, not one page."""

@@ -17,6 +17,7 @@ import redis.exceptions
 from kvrt import Runtime
 from kvrt.backends.layout import compound_key
 from kvrt.backends.redis import RedisBackend
+from kvrt.backends.redis_connections import HeldConnections
 from kvrt.errors import KeyValueStoreError, StoreSetupError
 from kvrt.testing.conformance import assert_ttl, sleep_past
 from kvrt.testing.servers import RedisProcess, RedisTarget, free_port, redis_binary
@@ -207,10 +208,13 @@ async def test_a_server_error_reaches_the_caller_as_a_kvrt_error(server: RedisTa
             with pytest.raises(KeyValueStoreError, match="OutOfMemoryError") as refused:
                 await store.put("k", {"v": 1})
             assert isinstance(refused.value.__cause__, redis.exceptions.ResponseError)
+            with pytest.raises(KeyValueStoreError, match="OutOfMemoryError"):
+                await store.put_many(["a", "b", "c"], [{"v": 1}] * 3, ttl=60.0)  # a pipeline of three SET PX
             with raw(server) as client:
                 client.config_set("maxmemory", 0)
-            await store.put("k", {"v": 2})  # one refused write did not break the worker
+            await store.put("k", {"v": 2})  # refused writes did not break the worker or put replies out of step
             assert await store.get("k") == {"v": 2}
+            assert await store.get_many(["a", "b", "c", "k"]) == [None, None, None, {"v": 2}]
     finally:
         with raw(server) as client:
             client.config_set("maxmemory", 0)
@@ -246,3 +250,19 @@ async def test_a_key_of_another_redis_type_reads_as_missing(server: RedisTarget)
         await store.put("fine", {"v": 1})
         assert await store.get("listy") is None
         assert await store.get_many(["listy", "fine"]) == [None, {"v": 1}]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the test drives redis-py's connections itself
+async def test_a_held_connection_cancelled_midway_is_never_out_of_step(server: RedisTarget) -> None:
+    client = redis.asyncio.Redis.from_url(server.url)
+    held = HeldConnections(client.connection_pool)
+    try:
+        with anyio.move_on_after(0.2) as waited:
+            await held.execute("BLPOP", "nothing", 5)  # cancelled while reading the reply
+        assert waited.cancelled_caught
+        await held.execute("RPUSH", "nothing", "late")
+        assert await held.execute("PING") in (b"PONG", True), "the next command reads its own reply"
+        assert await held.pipeline([("LPOP", "nothing"), ("PING",)]) == [b"late", b"PONG"]
+    finally:
+        await held.release()
+        await client.aclose()

@@ -1,0 +1,71 @@
+"""The connections a Redis worker holds: commands sent straight on them, without a pool round per call.
+
+redis-py's client takes a connection from its pool and hands it back around every command, under
+the pool's lock and with its bookkeeping each time; on a lone caller's request that is a good share
+of the cost. The worker is its pool's only user, so it keeps the connections it has used and sends
+packed commands on them itself. redis-py's connection still speaks the protocol, reconnects when
+used again, and drops itself when a command fails or is cancelled midway, so a connection
+going back to the idle list is always either in step with the server or closed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio
+import redis.exceptions
+
+
+class HeldConnections:
+    """Connections taken from one redis-py pool and kept, one per call in flight at once."""
+
+    __slots__ = ("_held", "_idle", "_pool")
+
+    def __init__(self, pool: redis.asyncio.ConnectionPool) -> None:
+        self._pool = pool
+        self._idle: list[Any] = []
+        self._held: list[Any] = []
+
+    async def execute(self, *command: Any) -> Any:
+        """Send one command and return its reply; an error reply raises redis-py's exception for it."""
+        connection = self._idle.pop() if self._idle else await self._take()
+        try:
+            await connection.send_packed_command(connection.pack_command(*command))
+            return await connection.read_response()
+        finally:
+            self._idle.append(connection)
+
+    async def pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one write and return their replies in order.
+
+        Every reply is read even when one is an error, so the connection stays in step; then the
+        first error is raised, as redis-py's own pipeline does.
+        """
+        connection = self._idle.pop() if self._idle else await self._take()
+        try:
+            await connection.send_packed_command(connection.pack_commands(commands))
+            replies: list[Any] = []
+            first_error: redis.exceptions.ResponseError | None = None
+            for _ in commands:
+                try:
+                    replies.append(await connection.read_response())
+                except redis.exceptions.ResponseError as exc:
+                    first_error = first_error or exc
+                    replies.append(exc)
+        finally:
+            self._idle.append(connection)
+        if first_error is not None:
+            raise first_error
+        return replies
+
+    async def _take(self) -> Any:
+        connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+        self._held.append(connection)
+        return connection
+
+    async def release(self) -> None:
+        """Give every held connection back to the pool (the client's owner may go on using it)."""
+        held, self._held, self._idle = self._held, [], []
+        for connection in held:
+            await self._pool.release(connection)
