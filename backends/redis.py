@@ -1,9 +1,11 @@
 """Redis, Valkey and Redis Cluster, on redis-py's asyncio client.
 
 The worker owns the client and its connection pool; what concurrent callers ask of one collection
-arrives here as one batch: gets as one ``MGET`` (one per hash slot on a cluster, pipelined per
-node), puts as one ``MSET`` (or, where entries expire, one pipeline of ``SET ... PX``), deletes as
-one pipeline of ``UNLINK`` (a result per key); a batch of one key is a single plain command.
+arrives here as one batch. On a single server: gets as one ``MGET``, puts as one ``MSET`` (or,
+where entries expire, one pipeline of ``SET ... PX``), deletes as one pipeline of ``UNLINK`` (a
+result per key), a batch of one key as a single plain command, all on connections the worker holds
+(:mod:`kvrt.backends.redis_connections`). On a cluster: one single-key command a key, pipelined per
+node, since a slot being resharded refuses multi-key commands until it has moved.
 The layout is py-key-value's ``RedisStore``'s, ``"{collection}::{key}"`` holding the JSON document
 (see :mod:`kvrt.backends.layout`), with Redis's own expiry in milliseconds.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
 from kvrt.backends.base import Backend, Capabilities
@@ -55,6 +57,14 @@ def _glob_escape(text: str) -> str:
     return _GLOB_SPECIAL.sub(r"\\\1", text)
 
 
+def _found(replies: list[Any]) -> list[bytes | str | None]:
+    """Return the documents in GET or MGET replies; a key of another Redis type reads as missing, as in MGET."""
+    for reply in replies:
+        if isinstance(reply, redis.exceptions.ResponseError) and not str(reply).startswith("WRONGTYPE"):
+            raise reply
+    return [reply if isinstance(reply, bytes | str) else None for reply in replies]
+
+
 def _text(stored: bytes | str) -> str:
     return stored.decode(errors="replace") if isinstance(stored, bytes) else stored
 
@@ -68,7 +78,12 @@ class RedisBackend(Backend):
     ``socket_timeout``, ...). Or pass an existing ``client`` (``redis.asyncio.Redis`` or
     ``RedisCluster``): kvrt uses it as it is and never closes it.
 
-    ``pool_size`` bounds the connections, and so the batches in flight at once.
+    ``pool_size`` bounds the connections to a single server, and so the batches in flight at once.
+    A cluster gets one connection per node and one batch in flight (pipelined to every node it
+    touches): redis-py's cluster client sends the ``ASKING`` of a redirection during resharding on
+    whichever of a node's connections is free, and the command on the next, so with more than one
+    a key could be read from or written to the wrong node. A cluster ``client`` passed in should
+    likewise not be used by anything else while kvrt runs on it.
     """
 
     name = "redis"
@@ -106,7 +121,7 @@ class RedisBackend(Backend):
         self.capabilities = Capabilities(
             native_ttl=True,
             max_batch=1024,
-            concurrency=min(pool_size, 4),
+            concurrency=1 if self._cluster else min(pool_size, 4),
             keys=True,
             collections=True,
             destroy=True,
@@ -126,6 +141,7 @@ class RedisBackend(Backend):
             assert self.url is not None
             options = {"max_connections": self._pool_size, **self._options}
             if self._cluster:
+                options["max_connections"] = 1  # per node: see the class docstring
                 # After a failover the URL's node may be gone for good: start from every node
                 # the last client knew as well.
                 self._client = RedisCluster.from_url(self.url, startup_nodes=self._known_nodes or None, **options)
@@ -155,21 +171,20 @@ class RedisBackend(Backend):
             await client.aclose()
 
     async def get_many(self, collection: str, keys: Sequence[str]) -> list[bytes | str | None]:
-        """Read the batch with one ``MGET`` (per hash slot, on a cluster); one key with ``GET``.
+        """Read the batch with one ``MGET``, one key with ``GET``; on a cluster, one ``GET`` a key, pipelined.
 
         A key holding another Redis type reads as missing, as ``MGET`` has it.
         """
-        if len(keys) == 1:  # GET's plain reply costs less to parse than MGET's array: a lone caller's case
+        held = self._held
+        names = [compound_key(collection, key) for key in keys]
+        if held is None:
+            return _found(await self._pipeline([("GET", name) for name in names], raise_on_error=False))
+        if len(names) == 1:  # GET's plain reply costs less to parse than MGET's array: a lone caller's case
             try:
-                found: list[Any] = [await self._execute("GET", compound_key(collection, keys[0]))]
+                return _found([await held.execute("GET", names[0])])
             except redis.exceptions.ResponseError as exc:
-                if not str(exc).startswith("WRONGTYPE"):
-                    raise
-                found = [None]
-        else:
-            names = [compound_key(collection, key) for key in keys]
-            found = await (self.client.mget_nonatomic(names) if self._cluster else self._execute("MGET", *names))
-        return [value if isinstance(value, bytes | str) else None for value in found]
+                return _found([exc])
+        return _found(await held.execute("MGET", *names))
 
     async def put_many(
         self,
@@ -178,22 +193,20 @@ class RedisBackend(Backend):
         entries: Sequence[bytes],
         expires_at: Sequence[float | None],
     ) -> None:
-        """Write the batch: one ``MSET`` where nothing expires, else one pipeline of ``SET ... PX``.
+        """Write the batch: one ``MSET`` where nothing expires, else (and on a cluster) a pipeline of ``SET``.
 
         ``PX`` is the time left in whole milliseconds, rounded up; an entry already past its expiry
         still replaces what was there (it is unlinked), and reads as missing.
         """
+        held = self._held
         prefix = collection_prefix(collection)
-        if all(expiry is None for expiry in expires_at):
+        if held is not None and all(expiry is None for expiry in expires_at):
             if len(keys) == 1:
-                await self._execute("SET", prefix + keys[0], entries[0])
+                await held.execute("SET", prefix + keys[0], entries[0])
                 return
             # Later duplicates win in a dict as they do in a pipeline.
             mapping = {prefix + key: entry for key, entry in zip(keys, entries, strict=True)}
-            if self._cluster:
-                await self.client.mset_nonatomic(mapping)
-            else:
-                await self._execute("MSET", *(part for pair in mapping.items() for part in pair))
+            await held.execute("MSET", *(part for pair in mapping.items() for part in pair))
             return
         now = time.time()
         commands: list[tuple[Any, ...]] = []
@@ -210,23 +223,22 @@ class RedisBackend(Backend):
     async def delete_many(self, collection: str, keys: Sequence[str]) -> list[bool]:
         """Delete the batch as one pipeline of ``UNLINK``, a result per key; one key without a pipeline."""
         prefix = collection_prefix(collection)
-        if len(keys) == 1:
-            return [bool(await self._execute("UNLINK", prefix + keys[0]))]
+        if len(keys) == 1 and self._held is not None:
+            return [bool(await self._held.execute("UNLINK", prefix + keys[0]))]
         return [bool(removed) for removed in await self._pipeline([("UNLINK", prefix + key) for key in keys])]
 
-    def _execute(self, *command: Any) -> Awaitable[Any]:
-        """One command: on a held connection, or through the cluster client (which routes it by key)."""
-        held = self._held
-        return held.execute(*command) if held is not None else self.client.execute_command(*command)
+    async def _pipeline(self, commands: list[tuple[Any, ...]], *, raise_on_error: bool = True) -> list[Any]:
+        """Commands sent together, replies in order: on a held connection, or a cluster client pipeline.
 
-    async def _pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """Commands sent together, replies in order: on a held connection, or a cluster client pipeline."""
+        On a cluster only single-key commands go out: while a slot migrates, Redis refuses
+        multi-key commands on it (``TRYAGAIN``) until the move is over, but redirects single keys.
+        """
         if self._held is not None:
-            return await self._held.pipeline(commands)
+            return await self._held.pipeline(commands, raise_on_error=raise_on_error)
         pipeline = self.client.pipeline(transaction=False)
         for command in commands:
             pipeline.execute_command(*command)
-        return cast(list[Any], await pipeline.execute())
+        return cast(list[Any], await pipeline.execute(raise_on_error=raise_on_error))
 
     async def keys(self, collection: str, limit: int | None) -> list[str]:
         """Return the keys of ``collection``: a complete SCAN, not one page."""

@@ -36,27 +36,28 @@ class HeldConnections:
         finally:
             self._idle.append(connection)
 
-    async def pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    async def pipeline(self, commands: Sequence[tuple[Any, ...]], *, raise_on_error: bool = True) -> list[Any]:
         """Send ``commands`` in one write and return their replies in order.
 
         Every reply is read even when one is an error, so the connection stays in step; then the
-        first error is raised, as redis-py's own pipeline does.
+        first error is raised, as redis-py's own pipeline does, or with ``raise_on_error=False``
+        each error is returned in its command's place.
         """
         connection = self._idle.pop() if self._idle else await self._take()
         try:
             await connection.send_packed_command(connection.pack_commands(commands))
             replies: list[Any] = []
-            first_error: redis.exceptions.ResponseError | None = None
             for _ in commands:
                 try:
                     replies.append(await connection.read_response())
                 except redis.exceptions.ResponseError as exc:
-                    first_error = first_error or exc
                     replies.append(exc)
         finally:
             self._idle.append(connection)
-        if first_error is not None:
-            raise first_error
+        if raise_on_error:
+            for reply in replies:
+                if isinstance(reply, redis.exceptions.ResponseError):
+                    raise reply
         return replies
 
     async def _take(self) -> Any:

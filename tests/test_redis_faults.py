@@ -1,12 +1,16 @@
-"""A real redis-server killed under a 64-caller write load and restarted on the same port 3 s later."""
+"""Real Redis servers failing under load: a server killed and restarted 3 s later on the same port,
+a cluster primary killed (its replica takes over), and a cluster slot resharded to another primary.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+import redis
 from redis.crc import key_slot
 
 from kvrt import Runtime
@@ -182,3 +186,87 @@ async def test_a_cluster_primary_killed_fails_over_and_puts_resume() -> None:
             assert strangers == [], "every error a caller sees is a kvrt error"
             keys = list(after_kill)
             assert await store.get_many(keys) == [after_kill[key] for key in keys], "writes after the kill read back"
+
+
+async def test_a_slot_moved_between_primaries_under_load_loses_nothing() -> None:
+    """Reshard one slot from its primary to another while kvrt reads and writes keys in it.
+
+    Redis answers ASK for keys already moved while the slot migrates, then MOVED once it has; kvrt
+    follows both, without an error, and every caller reads back its own last write.
+    """
+    keys = [f"{{moving}}k{index}" for index in range(64)]  # one hash tag: every key in one slot
+    slot = key_slot(compound_key("default_collection", keys[0]).encode())
+    latest: dict[str, dict[str, int]] = {}
+    failures: list[BaseException] = []
+    mismatches: list[str] = []
+    done = 0
+    progressed = anyio.Condition()
+    stop = anyio.Event()
+
+    async def caller(store: Any, mine: list[str]) -> None:
+        nonlocal done
+        index = 0
+        while not stop.is_set():
+            for key in mine:
+                index += 1
+                try:
+                    await store.put(key, {"n": index})
+                    latest[key] = {"n": index}
+                    if (found := await store.get(key)) != {"n": index}:
+                        mismatches.append(f"{key}: wrote {index}, read {found}")
+                except Exception as exc:  # every error is checked below
+                    failures.append(exc)
+                done += 1
+                async with progressed:
+                    progressed.notify_all()
+
+    async def progress(calls: int) -> None:
+        """Wait until the callers have made ``calls`` more round trips: the load overlaps each step."""
+        target = done + calls
+        async with progressed:
+            while done < target:
+                await progressed.wait()
+
+    with redis_cluster(redis_binary()) as nodes, contextlib.ExitStack() as closing:
+        clients: list[Any] = [closing.enter_context(redis.Redis(host="127.0.0.1", port=node.port)) for node in nodes]
+        with redis.RedisCluster(host="127.0.0.1", port=nodes[0].port) as cluster:
+            serving = cluster.get_node_from_key(compound_key("default_collection", keys[0])).port
+        owner = next(index for index, node in enumerate(nodes) if node.port == serving)
+        moved_to = (owner + 1) % len(nodes)
+        source, target = clients[owner], clients[moved_to]
+        source_id, target_id = source.execute_command("CLUSTER MYID"), target.execute_command("CLUSTER MYID")
+        async with Runtime(
+            restart=RestartPolicy(max_restarts=1000, within=10.0, backoff_initial=0.02, backoff_max=0.2),
+        ) as runtime:
+            store = await runtime.spawn(RedisBackend(nodes[0].url, cluster=True), request_timeout=DEADLINE)
+            async with anyio.create_task_group() as group:
+                for number in range(8):
+                    group.start_soon(caller, store, keys[number::8])
+                with anyio.fail_after(30):
+                    await progress(200)
+                    await anyio.to_thread.run_sync(
+                        target.execute_command, "CLUSTER SETSLOT", slot, "IMPORTING", source_id
+                    )
+                    await anyio.to_thread.run_sync(
+                        source.execute_command, "CLUSTER SETSLOT", slot, "MIGRATING", target_id
+                    )
+                    migrating_from = done
+                    while names := await anyio.to_thread.run_sync(
+                        source.execute_command, "CLUSTER GETKEYSINSLOT", slot, 4
+                    ):
+                        migrate = ("MIGRATE", "127.0.0.1", nodes[moved_to].port, "", 0, 5000, "KEYS", *names)
+                        await anyio.to_thread.run_sync(source.execute_command, *migrate)
+                        await progress(20)
+                    during = done - migrating_from
+                    for client in [target, source] + [c for c in clients if c not in (source, target)]:
+                        await anyio.to_thread.run_sync(
+                            client.execute_command, "CLUSTER SETSLOT", slot, "NODE", target_id
+                        )
+                    await progress(200)
+                stop.set()
+            assert failures == [], "the redirections are followed: callers never see the move"
+            assert mismatches == [], "every caller reads back its own last write"
+            assert during >= 20 * (len(keys) // 4), "the load went on while the slot migrated"
+            assert await store.get_many(list(latest)) == list(latest.values()), "the last writes read back"
+        assert source.execute_command("CLUSTER COUNTKEYSINSLOT", slot) == 0
+        assert target.execute_command("CLUSTER COUNTKEYSINSLOT", slot) == len(keys)
