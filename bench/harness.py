@@ -149,6 +149,13 @@ def report(title: str, table: Table, rounds: int, loop: str, extra: list[str] | 
                 f"| {callers} | {op} | {ours.ops:,.0f} | {theirs.ops:,.0f} | {ours.ops / theirs.ops:.2f}x "
                 f"| {ours.stall} | {theirs.stall} |"
             )
+    baselines = [name for name in next(iter(table.results.values())) if name not in ("kvrt", "reference")]
+    for name in baselines:
+        lines += ["", f"Same load, same process, through {name} (a baseline for the stall columns):", ""]
+        for callers, subjects in table.results.items():
+            for op in ("put", "get"):
+                result = subjects[name][op]
+                lines.append(f"- {callers} callers, {op}: {result.ops:,.0f} ops/s, worst stall {result.stall}")
     lines += [
         "",
         f"Idle host loop, same process, nothing running: worst stall {table.idle_stall_ms:.2f} ms over "
