@@ -16,7 +16,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 import anyio
 
@@ -24,6 +24,9 @@ from kvrt.errors import BackendUnavailableError, KeyValueError, RuntimeClosedErr
 from kvrt.log import logger as _log
 from kvrt.policies import RestartPolicy, Strategy
 from kvrt.worker import SiblingRestart, Worker, WorkerCrash
+
+_RECHECK_AT_CLOSE: Final = 0.05
+"""Seconds between looks, during a backoff at shutdown, for whether the held requests still have callers."""
 
 
 class Supervisor:
@@ -137,14 +140,20 @@ class Supervisor:
     async def _reopen(self, worker: Worker, log: Any, delay: float) -> bool:
         """Close the backend, wait ``delay``, open it again; ``False`` if opening failed."""
         worker.state = "restarting"
-        worker.counters.restarts += 1
         log.info("worker.backoff", seconds=round(delay, 3))
         wake = anyio.current_time() + delay
         with anyio.move_on_after(delay):
             await worker.closing.wait()
-        if _finished(worker):
-            return False
-        await anyio.sleep_until(wake)  # shutting down with requests held: they still get a backed-off retry
+        # Shutting down with requests held: they still get a backed-off retry, unless every one of
+        # their callers gives up first (a withdrawal wakes nobody, so look again now and then).
+        while worker.closing.is_set():
+            if worker.idle_at_close():
+                return False
+            left = wake - anyio.current_time()
+            if left <= 0:
+                break
+            await anyio.sleep(min(left, _RECHECK_AT_CLOSE))
+        worker.counters.restarts += 1
         await self._close_backend(worker, log)
         try:
             await worker.backend.open()

@@ -156,7 +156,7 @@ class Worker:
 
             try:
                 await self._loop(start)
-            except SiblingRestart as exc:
+            except Exception as exc:  # a sibling's restart, or a crash while culling between rounds
                 crashes.append(exc)
                 rounds.cancel_scope.cancel()
         if crashes:
@@ -173,8 +173,9 @@ class Worker:
             if self._restart_due:
                 self._restart_due = False
                 raise SiblingRestart(f"{self.name} restarts with a crashed sibling")
-            if self._pending:
-                batch, self._pending = self._pending, []
+            if self._pending:  # held over a restart: served first, a drain's worth a round
+                drain = self._mailbox.drain
+                batch, self._pending = self._pending[:drain], self._pending[drain:]
             else:
                 if not blocked:
                     await checkpoint()  # busy: let callers and other workers run between rounds

@@ -8,7 +8,7 @@ import anyio
 import pytest
 import structlog.testing
 
-from kvrt import MailboxPolicy, RestartPolicy, Runtime
+from kvrt import CullPolicy, MailboxPolicy, RestartPolicy, Runtime
 from kvrt.backends.memory import MemoryBackend
 from kvrt.errors import (
     BackendUnavailableError,
@@ -278,6 +278,70 @@ async def test_shutdown_reopens_a_backend_in_backoff_to_serve_what_is_queued() -
     assert anyio.current_time() - closing >= 0.2, "the backoff was waited out before the reopen"
     assert backend.opens == 2
     assert await inner.get_many("default_collection", ["k"]) != [None]
+
+
+async def test_shutdown_stops_a_backoff_once_the_held_requests_callers_give_up() -> None:
+    backend = FaultyBackend()
+    slow_restarts = RestartPolicy(backoff_initial=30.0, backoff_max=30.0)
+    outcomes: list[str] = []
+
+    async def put(store: Any) -> None:
+        with pytest.raises(DeadlineExceededError):
+            await store.put("k", {"v": 1})
+        outcomes.append("gave up")
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as callers, Runtime(restart=slow_restarts, shutdown_grace=30.0) as runtime:
+            store = await runtime.spawn(backend, request_timeout=0.5)
+            backend.fail_next(TransientFault("down"))
+            callers.start_soon(put, store)
+            await eventually(lambda: runtime.stats()["faulty"].state == "restarting")
+    assert outcomes == ["gave up"]
+    assert backend.opens == 1, "its caller gave up during the backoff: nobody was left to reopen for"
+
+
+async def test_requests_held_over_a_restart_go_out_a_drain_at_a_time() -> None:
+    backend = FaultyBackend()
+    restarts = RestartPolicy(backoff_initial=0.3, backoff_max=0.3)
+    mailbox = MailboxPolicy(size=64, drain=4)
+    async with anyio.create_task_group() as callers, Runtime(mailbox=mailbox, restart=restarts) as runtime:
+        store = await runtime.spawn(backend)
+        backend.fail_next(TransientFault("down"))
+        for i in range(12):
+            callers.start_soon(store.put, f"k{i}", {"i": i})
+        await eventually(lambda: runtime.stats()["faulty"].state == "restarting")
+        # leaving the runtime moves what is queued into the held requests: 12 of them
+    sizes = [len(keys) for op, _, keys in backend.calls if op == "put"]
+    assert sum(sizes[1:]) == 12, "every held put was served after the restart"
+    assert max(sizes) <= 4, f"rounds of at most the drain bound, not {sizes}"
+
+
+class _CullFailsOnce(FaultyBackend):
+    """Culls without the data-call gate, and fails the first cull after :attr:`armed` is set."""
+
+    armed = False
+
+    async def cull(self, budget: int) -> tuple[int, bool]:
+        if self.armed:
+            self.armed = False
+            raise TransientFault("connection dropped while culling")
+        return await self.inner.cull(budget)
+
+
+async def test_a_crash_between_rounds_keeps_the_requests_of_rounds_in_flight() -> None:
+    inner = MemoryBackend()
+    backend = _CullFailsOnce(inner, concurrency=2, rounds_in_flight=2)
+    async with Runtime(restart=FAST_RESTARTS, cull=CullPolicy(interval=0.02)) as runtime:
+        store = await runtime.spawn(backend)
+        backend.hang()
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+                group.start_soon(store.put, "k", {"v": 1})
+                await eventually(lambda: backend.entered == 1)  # the put's round is in flight, held
+                backend.armed = True  # the next cull, between rounds, crashes the worker
+                await eventually(lambda: runtime.stats()["faulty"].restarts == 1)
+                backend.release()
+        assert await inner.get_many("default_collection", ["k"]) != [None], "the held put was tried again"
 
 
 async def test_spawn_reports_a_backend_that_cannot_open() -> None:
