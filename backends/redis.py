@@ -115,6 +115,8 @@ class RedisBackend(Backend):
             **client_options,
         }
         self._pool_size = pool_size
+        if isinstance(client, redis.asyncio.Redis):  # its pool's bound, not ours, limits the calls out at once
+            pool_size = min(pool_size, client.connection_pool.max_connections)
         self._held: HeldConnections | None = None
         """A single server's connections, held by the worker (a cluster goes through its client)."""
         self._known_nodes: list[ClusterNode] = []
@@ -160,15 +162,17 @@ class RedisBackend(Backend):
 
     async def close(self) -> None:
         """Give back the held connections; close the client and its connections, if kvrt made it."""
-        if self._held is not None:
-            held, self._held = self._held, None
-            await held.release()
-        if self._owns_client and self._client is not None:
-            client, self._client = self._client, None
-            if isinstance(client, RedisCluster):
-                known = [ClusterNode(node.host, node.port) for node in client.get_nodes()]
-                self._known_nodes = known or self._known_nodes
-            await client.aclose()
+        held, self._held = self._held, None
+        try:
+            if held is not None:
+                await held.release()
+        finally:
+            if self._owns_client and self._client is not None:
+                client, self._client = self._client, None
+                if isinstance(client, RedisCluster):
+                    known = [ClusterNode(node.host, node.port) for node in client.get_nodes()]
+                    self._known_nodes = known or self._known_nodes
+                await client.aclose()
 
     async def get_many(self, collection: str, keys: Sequence[str]) -> list[bytes | str | None]:
         """Read the batch with one ``MGET``, one key with ``GET``; on a cluster, one ``GET`` a key, pipelined.
@@ -275,16 +279,28 @@ class RedisBackend(Backend):
         async for stored in self._scan(pattern):
             chunk.append(stored)
             if len(chunk) >= _UNLINK_CHUNK:
-                removed += await self.client.unlink(*chunk)
+                removed += await self._unlink(chunk)
                 chunk = []
-        if chunk:
-            removed += await self.client.unlink(*chunk)
-        return removed > 0
+        return removed + await self._unlink(chunk) > 0
+
+    async def _unlink(self, names: list[bytes | str]) -> int:
+        """Unlink ``names`` (as stored) in one pipeline; return how many existed."""
+        return sum(await self._pipeline([("UNLINK", name) for name in names])) if names else 0
 
     async def _scan(self, pattern: str) -> AsyncIterator[bytes | str]:
-        """Every key matching ``pattern``, as stored (every node's, on a cluster)."""
-        async for stored in self.client.scan_iter(match=pattern, count=_SCAN_COUNT):
-            yield stored
+        """Every key matching ``pattern``, as stored: pages of SCAN on a held connection, or every node's."""
+        held = self._held
+        if held is None:
+            async for stored in self.client.scan_iter(match=pattern, count=_SCAN_COUNT):
+                yield stored
+            return
+        cursor: Any = 0
+        while True:
+            cursor, page = await held.execute("SCAN", cursor, "MATCH", pattern, "COUNT", _SCAN_COUNT)
+            for stored in page:
+                yield stored
+            if int(cursor) == 0:
+                return
 
     def is_transient(self, error: BaseException) -> bool:
         """Call lost connections, timeouts and cluster failovers transient; a refused login is not."""

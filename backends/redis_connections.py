@@ -10,9 +10,11 @@ going back to the idle list is always either in step with the server or closed.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
+import anyio
 import redis.asyncio
 import redis.exceptions
 
@@ -20,21 +22,19 @@ import redis.exceptions
 class HeldConnections:
     """Connections taken from one redis-py pool and kept, one per call in flight at once."""
 
-    __slots__ = ("_held", "_idle", "_pool")
+    __slots__ = ("_closed", "_held", "_idle", "_pool")
 
     def __init__(self, pool: redis.asyncio.ConnectionPool) -> None:
         self._pool = pool
         self._idle: list[Any] = []
         self._held: list[Any] = []
+        """Every connection taken from the pool and not given back: idle, or out on a call."""
+        self._closed = False
 
     async def execute(self, *command: Any) -> Any:
         """Send one command and return its reply; an error reply raises redis-py's exception for it."""
-        connection = self._idle.pop() if self._idle else await self._take()
-        try:
-            await connection.send_packed_command(connection.pack_command(*command))
-            return await connection.read_response()
-        finally:
-            self._idle.append(connection)
+        (reply,) = await self.pipeline([command])
+        return reply
 
     async def pipeline(self, commands: Sequence[tuple[Any, ...]], *, raise_on_error: bool = True) -> list[Any]:
         """Send ``commands`` in one write and return their replies in order.
@@ -53,7 +53,10 @@ class HeldConnections:
                 except redis.exceptions.ResponseError as exc:
                     replies.append(exc)
         finally:
-            self._idle.append(connection)
+            if self._closed:
+                await self._give_back(connection)
+            else:
+                self._idle.append(connection)
         if raise_on_error:
             for reply in replies:
                 if isinstance(reply, redis.exceptions.ResponseError):
@@ -66,7 +69,18 @@ class HeldConnections:
         return connection
 
     async def release(self) -> None:
-        """Give every held connection back to the pool (the client's owner may go on using it)."""
-        held, self._held, self._idle = self._held, [], []
-        for connection in held:
+        """Give the idle connections back to the pool (the client's owner may go on using it).
+
+        A connection still out on a call goes back when that call ends, never while it is in use.
+        """
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            await self._give_back(connection)
+
+    async def _give_back(self, connection: Any) -> None:
+        self._held.remove(connection)
+        # Shielded: a cancelled call still returns what it borrowed. A pool closed under us (the
+        # client's owner closed it) has nothing left to give back to.
+        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
             await self._pool.release(connection)

@@ -19,7 +19,7 @@ from kvrt.backends.layout import compound_key
 from kvrt.backends.redis import RedisBackend
 from kvrt.backends.redis_connections import HeldConnections
 from kvrt.errors import KeyValueStoreError, StoreSetupError
-from kvrt.testing.conformance import assert_ttl, sleep_past
+from kvrt.testing.conformance import assert_ttl, eventually, sleep_past
 from kvrt.testing.servers import RedisProcess, RedisTarget, free_port, redis_binary
 
 redis_store = pytest.importorskip("key_value.aio.stores.redis")
@@ -265,4 +265,38 @@ async def test_a_held_connection_cancelled_midway_is_never_out_of_step(server: R
         assert await held.pipeline([("LPOP", "nothing"), ("PING",)]) == [b"late", b"PONG"]
     finally:
         await held.release()
+        await client.aclose()
+
+
+async def test_listing_and_destroying_need_no_connection_beyond_the_pool(server: RedisTarget) -> None:
+    async with Runtime() as runtime:
+        store: Any = await runtime.spawn(RedisBackend(server.url, pool_size=1))
+        await store.put_many(["a", "b"], [{"v": 1}, {"v": 2}], collection="one")
+        assert sorted(await store.keys("one")) == ["a", "b"]
+        assert await store.collections() == ["one"]
+        assert await store.destroy_collection("one") is True
+        assert await store.get("a", collection="one") is None
+        assert runtime.stats()["redis"].restarts == 0, "a scan took no connection the worker did not hold"
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the test drives redis-py's connections itself
+async def test_a_held_connection_goes_back_only_when_its_call_ends(server: RedisTarget) -> None:
+    client = redis.asyncio.Redis.from_url(server.url)
+    held = HeldConnections(client.connection_pool)
+    replies: list[Any] = []
+    try:
+        async with anyio.create_task_group() as group:
+
+            async def blocked_pop() -> None:
+                replies.append(await held.execute("BLPOP", "queue", 5))
+
+            group.start_soon(blocked_pop)
+            with raw(server) as watcher:
+                await eventually(lambda: watcher.info("clients")["blocked_clients"] == 1)
+            await held.release()  # the owner closes while the call is out
+            assert await client.ping() is True, "the owner's client never gets the connection in use"
+            await client.rpush("queue", "item")
+        assert replies == [[b"queue", b"item"]]
+        assert await client.ping() is True
+    finally:
         await client.aclose()
