@@ -115,15 +115,16 @@ class RedisBackend(Backend):
             **client_options,
         }
         self._pool_size = pool_size
-        if isinstance(client, redis.asyncio.Redis):  # its pool's bound, not ours, limits the calls out at once
-            pool_size = min(pool_size, client.connection_pool.max_connections)
+        calls_out = 1 if self._cluster else min(pool_size, 4)
+        if isinstance(client, redis.asyncio.Redis):  # its pool's bound, not ours, then limits the calls out
+            calls_out = min(calls_out, client.connection_pool.max_connections)
         self._held: HeldConnections | None = None
         """A single server's connections, held by the worker (a cluster goes through its client)."""
         self._known_nodes: list[ClusterNode] = []
         self.capabilities = Capabilities(
             native_ttl=True,
             max_batch=1024,
-            concurrency=1 if self._cluster else min(pool_size, 4),
+            concurrency=calls_out,
             keys=True,
             collections=True,
             destroy=True,
