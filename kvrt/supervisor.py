@@ -111,18 +111,15 @@ class Supervisor:
             "one_for_all": self.workers[:index] + self.workers[index + 1 :],
             "rest_for_one": self.workers[index + 1 :],
         }[self.strategy]
-        while True:
-            if _finished(worker):
-                return False
-            if not self._may_restart():
-                self._give_up(log)
-                return False
-            for sibling in affected:
-                if sibling.state == "running":
-                    sibling.request_restart()
-            affected = []
-            if await self._reopen(worker, log, self._delay):
-                return True
+        if _finished(worker):
+            return False
+        if not self._may_restart():
+            self._give_up(log)
+            return False
+        for sibling in affected:
+            if sibling.state == "running":
+                sibling.request_restart()
+        return await self._reopen(worker, log, self._delay)  # a failed reopen comes back here as a crash
 
     def _may_restart(self) -> bool:
         """Count a restart of the group against its intensity, and set the backoff before it."""
