@@ -18,15 +18,11 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import anyio
+import diskcache
 
 from kvrt.backends.base import Backend, Capabilities
 from kvrt.backends.layout import collection_prefix, split_compound_key
 from kvrt.errors import StoreSetupError
-
-try:
-    import diskcache
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError("DiskBackend needs diskcache: pip install 'kvrt[disk]'") from exc
 
 _T = TypeVar("_T")
 _MISSING: Any = object()

@@ -20,17 +20,17 @@ from typing import Any, cast
 
 from kvrt.backends.base import Backend, Capabilities
 from kvrt.backends.layout import SEPARATOR, collection_prefix, compound_key, split_compound_key
-from kvrt.backends.redis_connections import HeldConnections
 from kvrt.errors import StoreSetupError
+from kvrt.extras import needs_extra
 
-try:
+with needs_extra("redis", "RedisBackend"):
     import redis.asyncio
     import redis.exceptions
     from redis.asyncio.cluster import ClusterNode, RedisCluster
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError("RedisBackend needs redis-py: pip install 'kvrt[redis]'") from exc
+
+    from kvrt.backends.redis_connections import HeldConnections
 
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 _SCAN_COUNT = 1000

@@ -15,8 +15,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import anyio
-import redis.asyncio
-import redis.exceptions
+
+from kvrt.extras import needs_extra
+
+with needs_extra("redis", "RedisBackend"):
+    import redis.asyncio
+    import redis.exceptions
 
 
 class HeldConnections:

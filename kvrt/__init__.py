@@ -5,11 +5,18 @@ Each backend runs as a supervised worker actor that owns its driver; client hand
 deadlines, backpressure and TTL culling are how the runtime schedules its workers.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from kvrt.entry import DEFAULT_COLLECTION
 from kvrt.handle import Handle
 from kvrt.policies import CircuitPolicy, CullPolicy, FallbackPolicy, MailboxPolicy, RestartPolicy
 from kvrt.runtime import Runtime
 from kvrt.stats import RuntimeStats, WorkerStats
+
+try:
+    __version__ = version("kvrt")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "DEFAULT_COLLECTION",

@@ -30,9 +30,18 @@ Say = Callable[[str], None]
 
 
 async def run_demo(
-    seconds: float = 5.0, callers: int = 48, directory: str | None = None, say: Say = print
+    seconds: float = 5.0,
+    callers: int = 48,
+    directory: str | None = None,
+    say: Say = print,
+    stop: anyio.Event | None = None,
 ) -> dict[str, WorkerStats]:
-    """Run the demo for ``seconds`` (profiles in ``directory``, a temporary one by default); return final stats."""
+    """Run the demo for ``seconds`` (profiles in ``directory``, a temporary one by default); return final stats.
+
+    Setting ``stop`` ends the load early (``kvrt demo`` sets it on Ctrl-C): the callers finish the
+    call they are in, the runtime drains, and the summary and the reopened directory are shown.
+    """
+    stop = stop or anyio.Event()
     with tempfile.TemporaryDirectory() as scratch:
         where = Path(directory or scratch)
         async with Runtime(cull=CullPolicy(interval=0.25, budget=256)) as runtime:
@@ -41,12 +50,16 @@ async def run_demo(
             limits = await runtime.spawn(MemoryBackend(), name="ratelimit")
             profiles = await runtime.spawn(DiskBackend(where), name="profiles")
             handles = [sessions, cache, limits, profiles]
-            say(f"kvrt demo: {callers} callers on 3 memory workers and 1 disk worker ({where}) for {seconds:g} s\n")
-            stop_at = time.monotonic() + seconds
+            say(f"kvrt demo: {callers} callers on 3 memory workers and 1 disk worker ({where}) for {seconds:g} s")
+            say(_LEGEND)
             async with anyio.create_task_group() as group:
-                for number in range(callers):
-                    group.start_soon(_caller, number, handles, stop_at)
-                group.start_soon(_reporter, runtime, handles, stop_at, say)
+                group.start_soon(_reporter, runtime, handles, seconds, stop, say)
+                async with anyio.create_task_group() as load:
+                    for number in range(callers):
+                        load.start_soon(_caller, number, handles, stop)
+                    with anyio.move_on_after(seconds):
+                        await stop.wait()
+                    stop.set()  # each caller finishes the call it is in
             final = runtime.stats()
             written = final["profiles"].ops.get("put", 0)
         say(_summary(final))
@@ -57,7 +70,14 @@ async def run_demo(
     return final
 
 
-async def _caller(number: int, handles: list[Handle], stop_at: float) -> None:
+_LEGEND = """
+req/s: requests answered per second; per call: requests merged into each backend call; mailbox:
+requests waiting for their worker; live keys: entries stored now; culled: expired entries removed
+in the background so far.
+"""
+
+
+async def _caller(number: int, handles: list[Handle], stop: anyio.Event) -> None:
     """One application task: log users in, read a cache, count requests against a limit, keep profiles."""
     sessions, cache, limits, profiles = handles
     rng = random.Random(number)
@@ -74,17 +94,24 @@ async def _caller(number: int, handles: list[Handle], stop_at: float) -> None:
         lambda: profiles.get(f"user-{rng.randrange(5_000)}", collection="profiles"),
     ]
     weights = [3, 4, 8, 1, 2, 2, 1, 2]
-    while time.monotonic() < stop_at:
+    while not stop.is_set():
         await rng.choices(work, weights)[0]()
 
 
-async def _reporter(runtime: Runtime, handles: list[Handle], stop_at: float, say: Say) -> None:
+async def _reporter(runtime: Runtime, handles: list[Handle], seconds: float, stop: anyio.Event, say: Say) -> None:
+    """Print a row per worker every second (on the second, however long a row takes), and at the end."""
     say(f"{'time':>5}  {'worker':<10} {'req/s':>8} {'per call':>8} {'mailbox':>7} {'live keys':>9} {'culled':>8}")
     previous = {name: sum(stats.ops.values()) for name, stats in runtime.stats().items()}
-    started = last = time.monotonic()
-    while (now := time.monotonic()) < stop_at:
-        await anyio.sleep(min(1.0, max(stop_at - now, 0.0)))
-        now = time.monotonic()
+    started = last = anyio.current_time()
+    tick = 0
+    while not stop.is_set():
+        tick += 1
+        if tick < seconds:
+            with anyio.move_on_after(started + tick - anyio.current_time()):
+                await stop.wait()
+        else:
+            await stop.wait()  # the last row, when the load stops
+        now = anyio.current_time()
         stats = runtime.stats()
         for handle in handles:
             worker = stats[handle.name]
@@ -94,8 +121,9 @@ async def _reporter(runtime: Runtime, handles: list[Handle], stop_at: float, say
                 if isinstance(handle, KeysSegment)
                 else 0
             )
+            rate = (done - previous[handle.name]) / max(now - last, 1e-3)
             say(
-                f"{now - started:>4.1f}s  {handle.name:<10} {(done - previous[handle.name]) / (now - last):>8,.0f} "
+                f"{now - started:>4.1f}s  {handle.name:<10} {rate:>8,.0f} "
                 f"{worker.mean_batch:>8.1f} {worker.mailbox_depth:>7} {live:>9,} {worker.culled:>8,}"
             )
             previous[handle.name] = done
@@ -103,10 +131,14 @@ async def _reporter(runtime: Runtime, handles: list[Handle], stop_at: float, say
         say("")
 
 
+_OP_NAMES = {"keys": "key listings"}
+"""How the summary names an operation, where its own name would read as something else."""
+
+
 def _summary(final: dict[str, WorkerStats]) -> str:
     lines = ["done:"]
     for name, stats in final.items():
-        ops = ", ".join(f"{count:,} {op}" for op, count in sorted(stats.ops.items()))
+        ops = ", ".join(f"{count:,} {_OP_NAMES.get(op, op)}" for op, count in sorted(stats.ops.items()))
         lines.append(
             f"  {name:<10} {ops}; {stats.batches:,} backend calls (largest {stats.max_batch}), "
             f"{stats.culled:,} expired entries culled, {stats.restarts} restarts, errors: {stats.errors or 'none'}"

@@ -181,3 +181,11 @@ class OverloadedError(KeyValueError):
 
 class RuntimeClosedError(KeyValueError):
     """The runtime that owns this handle has shut down, or is shutting down."""
+
+
+class MissingExtraError(ImportError):
+    """An optional driver is not installed; the message names the kvrt extra that installs it.
+
+    An ``ImportError`` (not a :class:`KeyValueError`): it is raised when a backend module is
+    imported, before any store exists.
+    """

@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio
-import sniffio
 
 from kvrt.backends.base import Backend
 
@@ -23,7 +22,12 @@ _T = TypeVar("_T")
 
 def needs_host(backend: Backend) -> bool:
     """Say whether ``backend`` cannot run on the current event loop and needs an asyncio thread."""
-    return backend.asyncio_only and sniffio.current_async_library() != "asyncio"
+    return backend.asyncio_only and not running_asyncio()
+
+
+def running_asyncio() -> bool:
+    """Whether the event loop running this task is asyncio's (anyio's cancellation class says which)."""
+    return anyio.get_cancelled_exc_class() is asyncio.CancelledError
 
 
 class AsyncioThread:

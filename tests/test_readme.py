@@ -1,12 +1,26 @@
-"""The README's quickstart runs as written and prints what the README says it prints."""
+"""The README's commands run as written: the quickstart prints what it says, the main job works on a plain install.
+
+The test suite itself runs with the ``[dev]`` extras, which bring trio, redis-py and more; a core
+import that only an extra provides would pass everything else and fail every new user. So the
+fresh-install tests build a new venv from a copy of the tree, run the README's main-job command
+there exactly as written, and check what a user without extras sees: a working ``import kvrt``,
+and one clear error naming the extra for each optional driver.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-README = Path(__file__).parent.parent / "README.md"
+import pytest
+
+ROOT = Path(__file__).parent.parent
+README = ROOT / "README.md"
 
 
 def _blocks(language: str) -> list[str]:
@@ -32,7 +46,96 @@ def test_quickstart_prints_what_the_readme_says() -> None:
     assert result.stdout == printed
 
 
+def bash_blocks() -> list[str]:
+    """Return the README's shell commands, in order: the main job first, then the test command."""
+    return _blocks("bash")
+
+
 def test_readme_test_command_is_what_ci_runs() -> None:
-    command = next(block for block in _blocks("bash") if "pytest" in block).strip()
+    command = next(block for block in bash_blocks() if "pytest" in block).strip()
     ci = (README.parent / ".ci" / "run").read_text().splitlines()
     assert command in ci
+
+
+OPTIONAL = {"kvrt.backends.redis": "redis", "kvrt.backends.redis_connections": "redis"}
+"""Backend modules whose driver comes with an extra, and that extra."""
+
+
+@dataclass(frozen=True)
+class FreshInstall:
+    tree: Path
+    python: Path
+    env: dict[str, str]
+    main_job: subprocess.CompletedProcess[str]
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run the venv's python with ``args``, outside the source tree (so only the installed kvrt is seen)."""
+        return subprocess.run(
+            [str(self.python), *args],
+            cwd=self.tree.parent,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FreshInstall]:
+    where = tmp_path_factory.mktemp("fresh")
+    tree = where / "kvrt"
+    shutil.copytree(
+        ROOT,
+        tree,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", ".*_cache", ".venv", "venv"),
+    )
+    venv = where / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env |= {"PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", "VIRTUAL_ENV": str(venv)}
+    command = bash_blocks()[0].strip()  # the README's first command: install with no extras, run the demo
+    assert "pip install ." in command, command
+    assert "kvrt demo" in command, command
+    main_job = subprocess.run(
+        ["bash", "-c", command], cwd=tree, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    yield FreshInstall(tree, venv / "bin" / "python", env, main_job)
+    shutil.rmtree(where, ignore_errors=True)
+
+
+def test_readme_main_job_runs_after_a_plain_install(fresh: FreshInstall) -> None:
+    result = fresh.main_job
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert "kvrt demo:" in result.stdout
+    assert "reopened" in result.stdout.splitlines()[-1]
+    assert "Traceback" not in result.stderr
+
+
+def test_no_extra_is_installed(fresh: FreshInstall) -> None:
+    """The checks below mean something only if the venv really lacks the extras' packages."""
+    result = fresh.run("-c", "import importlib.util as u; print([m for m in ('trio', 'redis') if u.find_spec(m)])")
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_import_kvrt_after_a_plain_install(fresh: FreshInstall) -> None:
+    result = fresh.run("-c", "import kvrt, kvrt.backends.memory, kvrt.backends.disk, kvrt.backends.multi_disk")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(("module", "extra"), OPTIONAL.items())
+def test_a_missing_driver_names_its_extra(fresh: FreshInstall, module: str, extra: str) -> None:
+    result = fresh.run("-c", f"import {module}")
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("kvrt.errors.MissingExtraError: "), result.stderr
+    assert f"pip install 'kvrt[{extra}]'" in last
+    assert "ModuleNotFoundError" not in result.stderr  # the driver's own error is not shown as well
+
+
+def test_demo_under_trio_without_trio_says_what_to_install(fresh: FreshInstall) -> None:
+    result = fresh.run("-m", "kvrt", "demo", "--loop", "trio", "--seconds", "0.5")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.strip() == "kvrt: --loop trio needs trio: pip install 'kvrt[trio]'"
