@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio
-import sniffio  # noqa: F401  (undeclared on purpose: the fresh-install test must catch it)
 
 from kvrt.backends.base import Backend
 
