@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, version
 
 import pytest
 
@@ -16,6 +17,14 @@ from kvrt.testing.servers import (
     redis_target,
     valkey_binary,
 )
+
+
+def pytest_report_header() -> str:
+    """Name the reference the interop tests run against: whichever supported version is installed."""
+    try:
+        return f"py-key-value-aio {version('py-key-value-aio')} (the reference, for the interop tests)"
+    except PackageNotFoundError:
+        return "py-key-value-aio is not installed: the interop tests skip (under CI=true they fail)"
 
 
 @pytest.fixture(params=LOOPS)

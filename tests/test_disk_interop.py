@@ -12,8 +12,9 @@ from kvrt import Runtime
 from kvrt.backends.disk import DiskBackend
 from kvrt.backends.layout import compound_key, split_compound_key
 from kvrt.testing.conformance import assert_ttl, sleep_past
+from kvrt.testing.servers import reference_module
 
-disk_store = pytest.importorskip("key_value.aio.stores.disk")
+disk_store = reference_module("key_value.aio.stores.disk")
 
 pytestmark = pytest.mark.anyio
 

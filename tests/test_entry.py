@@ -83,7 +83,7 @@ def _assert_same_types(left: Any, right: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Byte compatibility with the reference (py-key-value-aio 0.4.6)
+# Byte compatibility with the reference (py-key-value-aio 0.4.6 to 0.5.x, whichever is installed)
 # ---------------------------------------------------------------------------------------------------------------------
 
 ASCII_VALUES: list[Any] = [

@@ -31,6 +31,7 @@ from kvrt.errors import (
     StoreSetupError,
     ValueTooLargeError,
 )
+from kvrt.testing.servers import reference_module
 
 # (class, its parent in the tree of SPEC.md section 6)
 TREE: list[tuple[type[Exception], type[Exception]]] = [
@@ -248,6 +249,8 @@ def test_invalid_ttl_keeps_extra_info() -> None:
 # ---------------------------------------------------------------------------------------------------------------------
 
 RUNTIME_NAMES = {"DeadlineExceededError", "BackendUnavailableError", "OverloadedError", "RuntimeClosedError"}
+INSTALL_NAMES = {"MissingExtraError"}
+"""kvrt's own error for a driver that is not installed (an ImportError, raised before any store exists)."""
 
 
 def _error_names(module: object) -> set[str]:
@@ -259,16 +262,16 @@ def _error_names(module: object) -> set[str]:
 
 
 def test_kvrt_error_names_exist_in_the_reference() -> None:
-    reference = pytest.importorskip("key_value.aio.errors")
+    reference = reference_module("key_value.aio.errors")
     kvrt_names = _error_names(errors)
     assert kvrt_names >= RUNTIME_NAMES
     # KeyValueError is kvrt's name for the reference's BaseKeyValueError, which kvrt keeps as an alias.
-    missing = kvrt_names - RUNTIME_NAMES - {"KeyValueError"} - _error_names(reference)
+    missing = kvrt_names - RUNTIME_NAMES - INSTALL_NAMES - {"KeyValueError"} - _error_names(reference)
     assert not missing, f"kvrt errors the reference does not name: {sorted(missing)}"
 
 
 def test_reference_error_names_exist_in_kvrt() -> None:
-    reference = pytest.importorskip("key_value.aio.errors")
+    reference = reference_module("key_value.aio.errors")
     missing = _error_names(reference) - _error_names(errors)
     assert not missing, f"reference errors kvrt does not name: {sorted(missing)}"
 
@@ -279,10 +282,15 @@ def _ancestor_names(cls: type) -> set[str]:
 
 
 def test_reference_tree_matches_by_name() -> None:
-    reference = pytest.importorskip("key_value.aio.errors")
+    reference = reference_module("key_value.aio.errors")
     for name in _error_names(reference):
         if name == "BaseKeyValueError":
             continue
         ours = _ancestor_names(getattr(errors, name))
         theirs = _ancestor_names(getattr(reference, name))
         assert ours == theirs, name
+
+
+def test_missing_extra_is_an_import_error() -> None:
+    assert issubclass(errors.MissingExtraError, ImportError)
+    assert not issubclass(errors.MissingExtraError, errors.KeyValueError)

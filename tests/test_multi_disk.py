@@ -10,8 +10,9 @@ from kvrt import Runtime
 from kvrt.backends.multi_disk import MultiDiskBackend, collection_directory, directory_collection
 from kvrt.testing import ConformanceSuite
 from kvrt.testing.conformance import assert_ttl
+from kvrt.testing.servers import reference_module
 
-multi_store = pytest.importorskip("key_value.aio.stores.disk.multi_store")
+multi_store = reference_module("key_value.aio.stores.disk.multi_store")
 
 AWKWARD = ["..", ".", "../escape", "/etc", "a/b", "a%2Fb", "a.b", "%%x", "émoji 🎉", "x" * 1000, "c" * 200]
 

@@ -20,9 +20,9 @@ from kvrt.backends.redis import RedisBackend
 from kvrt.backends.redis_connections import HeldConnections
 from kvrt.errors import KeyValueStoreError, StoreSetupError
 from kvrt.testing.conformance import assert_ttl, eventually, sleep_past
-from kvrt.testing.servers import RedisProcess, RedisTarget, free_port, redis_binary
+from kvrt.testing.servers import RedisProcess, RedisTarget, free_port, redis_binary, reference_module
 
-redis_store = pytest.importorskip("key_value.aio.stores.redis")
+redis_store = reference_module("key_value.aio.stores.redis")
 
 pytestmark = pytest.mark.anyio
 

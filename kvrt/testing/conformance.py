@@ -36,6 +36,7 @@ from kvrt.protocol import (
     AsyncKeyValue,
 )
 from kvrt.runtime import Runtime
+from kvrt.testing.servers import reference_module
 
 LOOPS = ("asyncio", "trio")
 
@@ -227,7 +228,7 @@ class ValidationSuite(_Fixtures):
 
     async def test_handle_is_an_async_key_value(self, store: Handle) -> None:
         assert isinstance(store, AsyncKeyValue)
-        reference = pytest.importorskip("key_value.aio.protocols.key_value")
+        reference = reference_module("key_value.aio.protocols.key_value")
         assert isinstance(store, reference.AsyncKeyValue)
 
     async def test_segments_offered_match_the_backend(self, store: Handle, backend: Backend) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import os
 import platform
 import shutil
@@ -19,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any, NoReturn
 
 import pytest
@@ -33,6 +35,14 @@ def missing(what: str, install: str) -> NoReturn:
     if os.environ.get("CI") == "true":
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
+def reference_module(name: str) -> ModuleType:
+    """Import ``name`` from py-key-value-aio (the reference), for an interop test; see :func:`missing`."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        missing("py-key-value-aio", "pip install 'py-key-value-aio[memory,disk,redis]>=0.4.6,<0.6'")
 
 
 def free_port() -> int:
