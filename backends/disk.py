@@ -50,8 +50,17 @@ _IN_FILES = "SELECT 1 FROM Cache WHERE raw = 1 AND filename IS NOT NULL AND key 
 EvictionPolicy = Literal["least-recently-stored", "least-recently-used", "least-frequently-used", "none"]
 
 
+_CHUNK = 900
+"""Keys per ``IN (...)`` query: within SQLite's oldest bound on bound variables (999), so a bulk call of
+any size is a series of queries inside its one transaction."""
+
+
 def _placeholders(count: int) -> str:
     return ",".join("?" * count)
+
+
+def _chunks(names: list[str]) -> list[list[str]]:
+    return [names[start : start + _CHUNK] for start in range(0, len(names), _CHUNK)]
 
 
 def _document(stored: object) -> bytes | str | None:
@@ -155,8 +164,11 @@ class DiskBackend(Backend):
         names = [prefix + key for key in keys]
         with cache.transact(retry=True):  # one transaction for the batch
             if cache.eviction_policy in ("none", "least-recently-stored"):
-                query = _SELECT_LIVE.format(_placeholders(len(names)))
-                rows = cache._con.execute(query, [*names, time.time()]).fetchall()
+                now = time.time()
+                rows: list[Any] = []
+                for chunk in _chunks(names):
+                    query = _SELECT_LIVE.format(_placeholders(len(chunk)))
+                    rows += cache._con.execute(query, [*chunk, now]).fetchall()
                 inline = {name: value for name, mode, value in rows if mode == _MODE_RAW}
                 if len(inline) == len(rows):
                     return [_document(inline.get(name)) for name in names]
@@ -202,7 +214,10 @@ class DiskBackend(Backend):
         con = cache._con
         if con.execute(_FILES_SIZE).fetchone() == (0,):  # no file in the whole cache
             return True
-        return con.execute(_IN_FILES.format(_placeholders(len(names))), names).fetchone() is None
+        return all(
+            con.execute(_IN_FILES.format(_placeholders(len(chunk))), chunk).fetchone() is None
+            for chunk in _chunks(names)
+        )
 
     async def delete_many(self, collection: str, keys: Sequence[str]) -> list[bool]:
         """Delete every key in one transaction; an expired entry does not count as removed."""

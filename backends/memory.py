@@ -47,8 +47,22 @@ class _Collection:
             bucket = self.buckets.get(bucket_id)
             if bucket is None:
                 bucket = self.buckets[bucket_id] = {}
-                heapq.heappush(self.bucket_ids, bucket_id)
+                self._schedule_bucket(bucket_id)
             bucket[key] = None
+
+    def _schedule_bucket(self, bucket_id: int) -> None:
+        """Put a new bucket's id in the heap, rebuilding it when ids of emptied buckets make up half.
+
+        An emptied bucket leaves its id behind (taking one out of a heap is O(n)), and a key that is
+        overwritten again and again empties its bucket each time; rebuilding at half keeps the heap
+        within twice the live buckets, at O(1) amortised per write.
+        """
+        ids = self.bucket_ids
+        if len(ids) >= 2 * len(self.buckets):
+            ids[:] = self.buckets  # the new bucket is in there already
+            heapq.heapify(ids)
+        else:
+            heapq.heappush(ids, bucket_id)
 
     def remove(self, key: str) -> None:
         del self.documents[key]
@@ -60,7 +74,7 @@ class _Collection:
         bucket = self.buckets[bucket_id]
         del bucket[key]
         if not bucket:
-            del self.buckets[bucket_id]  # its id stays in the heap and is skipped when popped
+            del self.buckets[bucket_id]  # its id stays in the heap until popped or rebuilt away
 
     def is_live(self, key: str, now: float) -> bool:
         expiry = self.expiries.get(key)

@@ -5,7 +5,9 @@ outlive their callers' deadlines). After ``failures`` in a row, or a failure rat
 ``failure_rate`` over the last ``window`` calls, it opens: handles stop queueing requests for the
 backend and send them to the fallback, or fail them at once. After ``reset_after`` seconds it lets
 one probe through (half-open): success closes it, failure opens it again for twice as long, up to
-``reset_max``. A worker whose supervisor gave up holds its breaker open for good.
+``reset_max``. The supervisor holds the breaker open while it holds a worker down (or for good once
+it gave up), and half-opens it the moment a reconnect succeeds, so the first request after an
+outage is the probe, however long the breaker had been told to wait.
 """
 
 from __future__ import annotations
@@ -56,8 +58,10 @@ class Breaker:
             if now < self._open_until:
                 return False
             self._transition(HALF_OPEN)
-        if self._probe_since is None or now - self._probe_since > self._reset:
-            self._probe_since = now  # one probe at a time; a lost probe is replaced after a while
+        if self._probe_since is None or now - self._probe_since > self._policy.reset_after:
+            # One probe at a time. A probe can be lost (its caller left, its deadline passed before
+            # it was sent), so another goes after ``reset_after``, however long the breaker waited.
+            self._probe_since = now
             return True
         return False
 
@@ -87,8 +91,19 @@ class Breaker:
             if self.consecutive >= policy.failures or rate_tripped:
                 self._trip()
 
+    def reconnected(self) -> None:
+        """Record that the worker reconnected to its backend: an open breaker lets a probe through at once.
+
+        However long the outage made the breaker wait, the first request after a reconnect tests
+        the backend; its success closes the breaker, so callers are served again straight away.
+        """
+        if self.state == OPEN:
+            self._open_until = 0.0
+            self._probe_since = None
+            self._transition(HALF_OPEN)
+
     def hold_open(self) -> None:
-        """Open for good: the backend's supervisor gave up on it."""
+        """Open until :meth:`reset`: the supervisor holds the worker down, or gave up on it."""
         self._open_until = float("inf")
         if self.state != OPEN:
             self._transition(OPEN)

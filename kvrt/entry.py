@@ -97,8 +97,8 @@ def check_ttl(ttl: SupportsFloat | None) -> float | None:
         raise InvalidTTLError(ttl)
     try:
         seconds = float(ttl)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise InvalidTTLError(ttl) from exc
+    except Exception:  # whatever a ``__float__`` raises, the TTL is refused the same way
+        seconds = math.nan
     if not 0.0 < seconds <= _MAX_TTL:  # also false for NaN
         raise InvalidTTLError(ttl)
     return seconds
@@ -136,15 +136,26 @@ def encode_value(value: Mapping[str, Any]) -> bytes:
         if not isinstance(value, Mapping):
             raise TypeError(f"a value must be a mapping with str keys, not {type(value).__name__}")
         value = _normalized(value, "value")
+    refused: str | None = None  # raised outside the ``except``: the driver's error holds the text
     try:
         encoded = _encoder.encode(value)
         if _value_decoder.decode(encoded) == value:
             return encoded
     except UnicodeEncodeError:
-        raise SerializationError("The value holds a lone surrogate, which UTF-8 cannot encode.") from None
-    except (TypeError, ValueError, OverflowError, RecursionError, msgspec.MsgspecError):
+        refused = "The value holds a lone surrogate, which UTF-8 cannot encode."
+    except RecursionError:
+        refused = "The value is nested too deeply to store."
+    except (TypeError, ValueError, OverflowError, msgspec.MsgspecError):
         pass
-    return _encoder.encode(_normalized(value, "value"))
+    if refused is not None:
+        raise SerializationError(refused)
+    try:
+        plain = _normalized(value, "value")
+    except RecursionError:
+        refused = "The value is nested too deeply to store."
+    if refused is not None:
+        raise SerializationError(refused)
+    return _encoder.encode(plain)
 
 
 def _normalized(obj: Any, path: str) -> Any:
@@ -154,7 +165,7 @@ def _normalized(obj: Any, path: str) -> Any:
         return obj
     if kind is float or isinstance(obj, float):
         if not math.isfinite(obj):
-            raise SerializationError(f"{path} is {obj!r}; JSON has no NaN or infinity")
+            raise SerializationError(f"{path} is not a finite number; JSON has no NaN or infinity")
         return float(obj)
     if isinstance(obj, Mapping):
         plain: dict[str, Any] = {}
@@ -185,20 +196,27 @@ def encode_entry(key: str, collection: str, value: bytes, stamp: Stamp) -> bytes
     try:
         return msgspec.json.format(_encoder.encode(document), indent=0)
     except UnicodeEncodeError:
-        raise InvalidKeyError("The key or collection holds a lone surrogate, which UTF-8 cannot encode.") from None
+        pass
+    raise InvalidKeyError(SURROGATE_NAME)
+
+
+SURROGATE_NAME: Final = "The key or collection name holds a lone surrogate, which UTF-8 cannot encode."
 
 
 def decode_entry(data: bytes | str, *, backend: str, collection: str, key: str) -> Entry:
     """Parse a stored document; raise :class:`DeserializationError` naming the entry if it is not one."""
+    problem: str | None = None
     try:
         document = _entry_decoder.decode(data)
         value = document.value
         if type(value) is str:
             value = _value_decoder.decode(value)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+        problem = str(exc)
+    if problem is not None:  # raised outside the ``except``, so no chained error carries the document
         raise DeserializationError(
-            f"Stored entry is not a valid document: {exc}", backend=backend, collection=collection, key=key
-        ) from None
+            f"Stored entry is not a valid document: {problem}", backend=backend, collection=collection, key=key
+        )
     expires_at = document.expires_at
     if expires_at is None:
         return value, None  # type: ignore[return-value]

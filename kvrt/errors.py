@@ -50,7 +50,7 @@ class KeyValueError(Exception):
         if self.backend is not None:
             facts["backend"] = self.backend
         if self.collection is not None:
-            facts["collection"] = self.collection
+            facts["collection"] = _clip(self.collection)
         if self.key is not None:
             facts["key"] = _clip(self.key)
         if self.extra_info:
@@ -74,6 +74,9 @@ BaseKeyValueError = KeyValueError
 
 
 def _clip(name: str, limit: int = 120) -> str:
+    """``name`` for a message: cut short if long, with any lone surrogate escaped so it can be printed."""
+    if not name.isascii():
+        name = name.encode("utf-8", "backslashreplace").decode("utf-8")
     return name if len(name) <= limit else f"{name[:limit]}…({len(name)} chars)"
 
 
@@ -105,7 +108,11 @@ class InvalidTTLError(KeyValueOperationError):
         collection: str | None = None,
         key: str | None = None,
     ) -> None:
-        facts: ExtraInfo = {"ttl": _clip(repr(ttl), 60), "type": type(ttl).__name__}
+        try:
+            shown = _clip(repr(ttl), 60)
+        except Exception:  # a TTL object whose repr fails is still named by its type
+            shown = "?"
+        facts: ExtraInfo = {"ttl": shown, "type": type(ttl).__name__}
         super().__init__(
             "A TTL is invalid.",
             {**facts, **(extra_info or {})},

@@ -21,6 +21,7 @@ import anyio
 from kvrt import frames
 from kvrt.circuit import CLOSED
 from kvrt.entry import (
+    SURROGATE_NAME,
     Entry,
     check_key,
     check_keys,
@@ -34,11 +35,12 @@ from kvrt.entry import (
 from kvrt.errors import (
     BackendUnavailableError,
     DeadlineExceededError,
+    InvalidKeyError,
     KeyValueError,
     OverloadedError,
     RuntimeClosedError,
 )
-from kvrt.frames import AnyRequest, Collections, Cull, Delete, Destroy, DestroyCollection, Get, Keys, Put
+from kvrt.frames import AnyRequest, Collections, Cull, Delete, Destroy, DestroyCollection, Get, Keyed, Keys, Put
 from kvrt.inflight import InflightLimit
 from kvrt.reply import ReplySlot
 
@@ -112,20 +114,36 @@ class Handle:
         breaker = self._worker.breaker
         if breaker.state != CLOSED and not breaker.allow():
             return self._divert(request)
+        try:
+            frame = frames.encode(request)
+        except UnicodeEncodeError:
+            frame = None  # raised below, outside the ``except``: the driver's error holds the name
+        if frame is None:
+            raise self._surrogate(request)
         if request.deadline is None:
-            return self._exchange(request)
-        return self._exchange_by_deadline(request, request.deadline)
+            return self._exchange(frame)
+        return self._exchange_by_deadline(frame, request.deadline)
 
-    async def _exchange_by_deadline(self, request: AnyRequest, deadline: float) -> Any:
+    def _surrogate(self, request: AnyRequest) -> InvalidKeyError:
+        """Return the error for a key or collection name that UTF-8 cannot encode (a lone surrogate)."""
+        keys = request.keys if isinstance(request, Keyed) else []
+        return InvalidKeyError(
+            SURROGATE_NAME,
+            backend=self.name,
+            collection=getattr(request, "collection", None),
+            key=keys[0] if len(keys) == 1 else None,
+        )
+
+    async def _exchange_by_deadline(self, frame: bytes, deadline: float) -> Any:
         try:
             with anyio.fail_after(max(deadline - time.monotonic(), 0.0)):
-                return await self._exchange(request)
+                return await self._exchange(frame)
         except TimeoutError as exc:
             if isinstance(exc, KeyValueError):  # the worker's own deadline error
                 raise
             raise DeadlineExceededError(f"No reply within {self._timeout} s.", backend=self.name) from None
 
-    async def _exchange(self, request: AnyRequest) -> Any:
+    async def _exchange(self, frame: bytes) -> Any:
         """Take a place under the in-flight cap, send the frame, wait for the reply slot."""
         limit = self._limit
         if limit.used < limit.cap and not limit._waiters:
@@ -136,7 +154,7 @@ class Handle:
             await limit.acquire()
         slot = ReplySlot(self._new_event(), time.perf_counter())
         try:
-            item = (frames.encode(request), slot)
+            item = (frame, slot)
             try:
                 self._send.send_nowait(item)
             except anyio.WouldBlock:
@@ -185,13 +203,16 @@ class Handle:
         fallback = self._fallback
         if fallback is not None and (self._fallback_writes or isinstance(request, _READS)):
             return await fallback._call(request)
-        if self._worker.state == "unavailable":
-            raise BackendUnavailableError("Its supervisor gave up on the backend.", backend=self.name)
+        state = self._worker.state
+        if state == "unavailable":
+            raise BackendUnavailableError("Its restart policy stopped the backend for good.", backend=self.name)
+        if state == "held_down":
+            raise BackendUnavailableError("The backend kept crashing; its supervisor holds it down.", backend=self.name)
         raise BackendUnavailableError("The backend's circuit is open after repeated failures.", backend=self.name)
 
     def _unavailable(self) -> Exception:
         if self._worker.state == "unavailable":
-            return BackendUnavailableError("Its supervisor gave up on the backend.", backend=self.name)
+            return BackendUnavailableError("Its restart policy stopped the backend for good.", backend=self.name)
         return RuntimeClosedError("The runtime is closed.", backend=self.name)
 
     def _deadline(self) -> float | None:

@@ -9,6 +9,7 @@ its answer comes back by waking the waiting trio task, never by blocking either 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -50,8 +51,14 @@ class AsyncioThread:
             self._loop.close()
 
     async def call(self, function: Callable[..., Awaitable[_T]], *args: Any) -> _T:
-        """Run ``function(*args)`` on the asyncio loop; wait for it here without blocking this loop."""
-        future = asyncio.run_coroutine_threadsafe(_awaited(function, *args), self._loop)
+        """Run ``function(*args)`` on the asyncio loop; wait for it here without blocking this loop.
+
+        The asyncio task starts from an empty context, not a copy of this trio task's: a copy
+        would carry the marker that tells sniffio (and so anyio) "trio", and anyio code in the
+        driver's call (a cancel scope) would then act as if it were running under trio.
+        """
+        start = contextvars.Context().run  # the task created inside copies this empty context
+        future = start(asyncio.run_coroutine_threadsafe, _awaited(function, *args), self._loop)
         done = anyio.Event()
         wake = self._token.run_sync_soon
         future.add_done_callback(lambda _: wake(done.set))

@@ -11,21 +11,38 @@ Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
 
 
 class RestartPolicy(msgspec.Struct, frozen=True, kw_only=True):
-    """How a supervisor restarts a crashed worker, and when it gives up.
+    """How a supervisor restarts a crashed worker, and what it does when the crashes keep coming.
 
     A worker crashes when its backend raises an error the backend calls transient (a dropped
-    connection): the supervisor closes and reopens the backend after an exponential backoff with
-    jitter, and the requests of the failed batch go back in line. More than ``max_restarts``
-    restarts within ``within`` seconds and the supervisor gives up: every call fails at once with
-    :class:`~kvrt.errors.BackendUnavailableError`.
+    connection) or something unexpected happens in it. The supervisor closes and reopens the
+    backend after an exponential backoff with jitter (``backoff_initial`` doubling, capped at
+    ``backoff_max``), and the requests of the failed batch go back in line. While the backend
+    cannot be reached, it keeps trying at that capped pace for as long as the outage lasts: one
+    outage is one restart, however many reconnects it takes.
+
+    More than ``max_restarts`` restarts within ``within`` seconds means the worker keeps crashing
+    while its backend answers (a driver bug, a poisoned request): the supervisor holds it down,
+    for ``hold_initial`` seconds the first time and twice as long each time after (up to
+    ``hold_max``) until it has run ``within`` seconds without a restart. Calls fail at once with
+    :class:`~kvrt.errors.BackendUnavailableError` (or go to the fallback) while it is held.
+    ``give_up=True`` makes the first such hold last for good, as OTP's supervisors do.
     """
 
     max_restarts: int = 3
     within: float = 5.0
     backoff_initial: float = 0.05
-    backoff_max: float = 2.0
+    backoff_max: float = 1.0
+    """The longest wait between reconnect attempts: a backend that is back is served again within it."""
+    hold_initial: float = 1.0
+    hold_max: float = 60.0
+    give_up: bool = False
+    """Past the intensity, stop for good: every call fails at once, and a critical worker fails the runtime."""
     attempts: int = 3
     """How many times one request may be tried before its caller gets the backend's error."""
+    hung_call: float = 2.0
+    """How long a backend call may be out, once every caller's deadline has passed, before it is taken
+    as hung: abandoned, counted as a backend failure, and the connection rebuilt. A call that merely
+    outlives callers with short deadlines is left to finish; nobody waits for its answer."""
     restart_type: Literal["permanent", "transient", "temporary"] = "permanent"
     """OTP's restart types, read for kvrt: ``permanent`` restarts after any crash (a transient backend
     error, or an unexpected exception in the worker); ``transient`` only after a transient backend

@@ -13,7 +13,9 @@ class WorkerStats(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     backend: str
     state: str
-    """``running``, ``restarting``, ``unavailable`` (its supervisor gave up) or ``stopped``."""
+    """``running``; ``restarting`` (reconnecting, for as long as an outage lasts); ``held_down`` (it kept
+    crashing: calls fail at once until the hold ends); ``unavailable`` (stopped for good by its restart
+    policy); ``stopped``."""
     mailbox_depth: int
     mailbox_size: int
     in_flight: int
@@ -23,6 +25,13 @@ class WorkerStats(msgspec.Struct, frozen=True, kw_only=True):
     errors: dict[str, int]
     """Requests that failed, by error class name."""
     restarts: int
+    """Times the backend was reopened after a crash (an outage counts once, however many reconnects)."""
+    reconnects_failed: int
+    """Reopen attempts that failed (during outages)."""
+    holds: int
+    """Times the supervisor held the worker down for crashing past its restart intensity."""
+    last_crash: str | None
+    """The error type of the latest crash, if any."""
     batches: int
     """Backend calls made for requests."""
     mean_batch: float
@@ -111,11 +120,14 @@ class Counters:
         "culled",
         "deadline_drops",
         "errors",
+        "holds",
         "in_flight",
+        "last_crash",
         "latency",
         "max_batch",
         "ops",
         "overloaded",
+        "reconnects_failed",
         "restarts",
         "retries",
     )
@@ -129,6 +141,9 @@ class Counters:
         self.batched = 0
         self.max_batch = 0
         self.restarts = 0
+        self.reconnects_failed = 0
+        self.holds = 0
+        self.last_crash: str | None = None
         self.deadline_drops = 0
         self.culled = 0
         self.retries = 0

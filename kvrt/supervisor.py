@@ -1,13 +1,19 @@
-"""The supervisor: runs a group of workers, restarts them with backoff when they crash, gives up past the intensity.
+"""The supervisor: runs a group of workers, reconnects them through outages, holds down the ones that keep crashing.
 
-Restart follows OTP's model. A crash (a transient backend failure, or an unexpected exception in a
-worker) closes and reopens the backend's connection after an exponential backoff with jitter, and
-the worker picks up the requests it was holding. The group's strategy says who restarts with it:
-``one_for_one`` the crashed worker alone, ``one_for_all`` every worker of the group,
-``rest_for_one`` it and those spawned after it. More than ``max_restarts`` restarts of the group
-within ``within`` seconds means the backends are not coming back soon: the supervisor gives up,
-every worker of the group becomes unavailable and every call on one fails at once. A critical group
-then fails the whole runtime.
+Restart follows OTP's model, read for stores whose servers come and go. A crash (a transient
+backend failure, or an unexpected exception in a worker) closes and reopens the backend after an
+exponential backoff with jitter, and the worker picks up the requests it was holding. When the
+backend cannot be reached, the supervisor keeps reconnecting at the capped backoff for as long as
+the outage lasts; that whole outage is one restart, and the first reconnect that works ends it.
+The worker's circuit breaker opens on the failed reconnects (callers then fail fast, or go to the
+fallback) and lets the first request through as its probe the moment the backend is back.
+
+The group's strategy says who restarts with a crashed worker: ``one_for_one`` the crashed worker
+alone, ``one_for_all`` every worker of the group, ``rest_for_one`` it and those spawned after it.
+More than ``max_restarts`` restarts of the group within ``within`` seconds means a worker keeps
+crashing while its backend answers: it is held down, longer each time, and serves again after
+the hold. Only an explicit policy ends a worker for good (``give_up=True``, or the ``temporary`` and
+``transient`` restart types); a critical group that gives up fails the whole runtime.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any, Final
 
 import anyio
 
+from kvrt.circuit import OPEN
 from kvrt.errors import BackendUnavailableError, KeyValueError, RuntimeClosedError
 from kvrt.log import logger as _log
 from kvrt.policies import RestartPolicy, Strategy
@@ -27,10 +34,12 @@ from kvrt.worker import SiblingRestart, Worker, WorkerCrash
 
 _RECHECK_AT_CLOSE: Final = 0.05
 """Seconds between looks, during a backoff at shutdown, for whether the held requests still have callers."""
+_MAX_DOUBLINGS: Final = 30
+"""Backoffs and holds stop doubling here (they are capped long before; this keeps the numbers finite)."""
 
 
 class Supervisor:
-    """Keeps a group of workers running for as long as its restart policy allows."""
+    """Keeps a group of workers serving through outages and crashes, as its restart policy says."""
 
     def __init__(
         self,
@@ -47,7 +56,9 @@ class Supervisor:
         self.close_timeout = close_timeout
         self.critical = critical
         self._restarts: deque[float] = deque()
-        self._delay = 0.0
+        """When the group's recent restarts happened (``time.monotonic()``), for the intensity."""
+        self._holds = 0
+        """Holds in a row: each lasts twice as long as the last, until a calm ``within`` resets it."""
         self._scopes = {worker.name: anyio.CancelScope() for worker in self.workers}
         self.gave_up = False
 
@@ -87,17 +98,20 @@ class Supervisor:
                 self._retire(worker, log, "a sibling crashed and temporary workers are not restarted")
                 return False
             log.info("worker.restarting_with_sibling")
-            return await self._reopen(worker, log, self._delay)
+            return await self._reconnect(worker, log)
         except WorkerCrash as crash:
-            log.warning("worker.crashed", cause=_name(crash.__cause__), detail=str(crash.__cause__)[:200])
-            return await self._after_crash(worker, log, transient=True)
+            cause = crash.__cause__ or crash
+            log.warning("worker.crashed", cause=_name(cause), detail=_detail(cause))
+            return await self._after_crash(worker, log, cause, transient=True)
         except Exception as exc:
-            log.error("worker.crashed", cause=_name(exc), detail=str(exc)[:200], unexpected=True)
-            return await self._after_crash(worker, log, transient=False)
+            log.error("worker.crashed", cause=_name(exc), detail=_detail(exc), unexpected=True)
+            return await self._after_crash(worker, log, exc, transient=False)
         worker.state = "stopped"
         return False
 
-    async def _after_crash(self, worker: Worker, log: Any, *, transient: bool) -> bool:
+    async def _after_crash(self, worker: Worker, log: Any, cause: BaseException, *, transient: bool) -> bool:
+        """Decide what a crash of ``worker`` leads to; return whether it runs again."""
+        worker.counters.last_crash = _name(cause)
         if self.gave_up:
             return False
         restart_type = self.policy.restart_type
@@ -105,44 +119,113 @@ class Supervisor:
             self._retire(worker, log, f"a {restart_type} worker is not restarted after this crash")
             return False
         worker.state = "restarting"
+        if _finished(worker):
+            return False
+        hold = self._count_restart()
+        if hold is None:
+            self._give_up(log, cause)
+            return False
         index = self.workers.index(worker)
         affected = {
             "one_for_one": [],
             "one_for_all": self.workers[:index] + self.workers[index + 1 :],
             "rest_for_one": self.workers[index + 1 :],
         }[self.strategy]
-        if _finished(worker):
-            return False
-        if not self._may_restart():
-            self._give_up(log)
-            return False
         for sibling in affected:
             if sibling.state == "running":
                 sibling.request_restart()
-        return await self._reopen(worker, log, self._delay)  # a failed reopen comes back here as a crash
+        if hold and not await self._hold_down(worker, log, hold, cause):
+            return False
+        return await self._reconnect(worker, log)
 
-    def _may_restart(self) -> bool:
-        """Count a restart of the group against its intensity, and set the backoff before it."""
+    def _count_restart(self) -> float | None:
+        """Count a restart against the group's intensity; return the hold before it (0: none), ``None``: give up."""
         policy = self.policy
         now = time.monotonic()
-        while self._restarts and now - self._restarts[0] > policy.within:
-            self._restarts.popleft()
-        if len(self._restarts) >= policy.max_restarts:
-            return False
-        self._restarts.append(now)
-        attempt = len(self._restarts) - 1
-        self._delay = min(policy.backoff_max, policy.backoff_initial * 2**attempt) * random.uniform(0.5, 1.0)
-        return True
+        restarts = self._restarts
+        while restarts and now - restarts[0] > policy.within:
+            restarts.popleft()
+        if not restarts:
+            self._holds = 0  # calm for a whole window: holds start short again
+        if len(restarts) < policy.max_restarts:
+            restarts.append(now)
+            return 0.0
+        if policy.give_up:
+            return None
+        hold: float = min(policy.hold_max, policy.hold_initial * 2.0 ** min(self._holds, _MAX_DOUBLINGS))
+        self._holds += 1
+        restarts.append(now + hold)  # the restart after the hold counts too, when it happens
+        return hold
 
-    async def _reopen(self, worker: Worker, log: Any, delay: float) -> bool:
-        """Close the backend, wait ``delay``, open it again; ``False`` if opening failed."""
-        worker.state = "restarting"
-        log.info("worker.backoff", seconds=round(delay, 3))
-        wake = anyio.current_time() + delay
-        with anyio.move_on_after(delay):
+    async def _hold_down(self, worker: Worker, log: Any, hold: float, cause: BaseException) -> bool:
+        """Keep ``worker`` down for ``hold`` seconds, failing calls at once; ``False`` if shutdown ended it."""
+        worker.state = "held_down"
+        worker.counters.holds += 1
+        worker.breaker.hold_open()
+        log.error(
+            "worker.gave_up",
+            cause=_name(cause),
+            holding_for=round(hold, 3),
+            max_restarts=self.policy.max_restarts,
+            within=self.policy.within,
+        )
+        worker.fail_all(
+            lambda: BackendUnavailableError(
+                f"The backend keeps crashing; its supervisor holds it down for {hold:g} s.", backend=worker.name
+            )
+        )
+        return await self._wait(worker, hold)
+
+    async def _reconnect(self, worker: Worker, log: Any) -> bool:
+        """Close and reopen the backend, backing off between attempts, until it opens or shutdown ends it.
+
+        Every failed attempt is part of the same outage: it is not another restart, but it does
+        count against the circuit breaker, and once the breaker is open the requests waiting for
+        the worker fail at once rather than wait the outage out.
+        """
+        policy = self.policy
+        attempt = max(len(self._restarts) - 1, 0)
+        while True:
+            worker.state = "restarting"
+            delay = min(policy.backoff_max, policy.backoff_initial * 2.0 ** min(attempt, _MAX_DOUBLINGS))
+            delay *= random.uniform(0.5, 1.0)
+            log.info("worker.backoff", seconds=round(delay, 3))
+            if not await self._wait(worker, delay):
+                return False
+            await self._close_backend(worker, log)
+            try:
+                await worker.backend.open()
+            except Exception as exc:
+                worker.counters.reconnects_failed += 1
+                log.warning("worker.reopen_failed", cause=_name(exc), detail=_detail(exc), attempt=attempt)
+                worker.breaker.failed()
+                if worker.breaker.state == OPEN:
+                    worker.fail_all(
+                        lambda: BackendUnavailableError(
+                            "The backend cannot be reached; its supervisor keeps reconnecting.", backend=worker.name
+                        )
+                    )
+                if self.gave_up:
+                    return False
+                attempt += 1
+                continue
+            if self.gave_up:  # a sibling gave up for the group while we were reopening (cancellation lands later)
+                return False
+            worker.counters.restarts += 1
+            worker.breaker.reconnected()
+            worker.state = "running"
+            log.info("worker.restarted", restarts=worker.counters.restarts, failed_attempts=attempt)
+            return True
+
+    async def _wait(self, worker: Worker, seconds: float) -> bool:
+        """Wait ``seconds``; ``False`` if the runtime shut down meanwhile with nothing left for a restart to serve.
+
+        Shutting down with requests held, those still get a backed-off retry, unless every one of
+        their callers gives up first (a withdrawal wakes nobody, so look again now and then).
+        """
+        wake = anyio.current_time() + seconds
+        with anyio.move_on_after(seconds):
             await worker.closing.wait()
-        # Shutting down with requests held: they still get a backed-off retry, unless every one of
-        # their callers gives up first (a withdrawal wakes nobody, so look again now and then).
         while worker.closing.is_set():
             if worker.idle_at_close():
                 return False
@@ -150,18 +233,6 @@ class Supervisor:
             if left <= 0:
                 break
             await anyio.sleep(min(left, _RECHECK_AT_CLOSE))
-        worker.counters.restarts += 1
-        await self._close_backend(worker, log)
-        try:
-            await worker.backend.open()
-        except Exception as exc:
-            log.warning("worker.reopen_failed", cause=_name(exc), detail=str(exc)[:200])
-            worker.breaker.failed()  # a backend that cannot be reached is failing: let the circuit open
-            return await self._after_crash(worker, log, transient=True)
-        if self.gave_up:  # a sibling gave up for the group while we were reopening (cancellation lands later)
-            return False
-        worker.state = "running"
-        log.info("worker.restarted", restarts=worker.counters.restarts)
         return True
 
     def _retire(self, worker: Worker, log: Any, reason: str) -> None:
@@ -170,11 +241,13 @@ class Supervisor:
         worker.breaker.hold_open()
         log.error("worker.retired", reason=reason)
 
-    def _give_up(self, log: Any) -> None:
-        """Make every worker of the group unavailable and stop the others' loops."""
+    def _give_up(self, log: Any, cause: BaseException) -> None:
+        """Make every worker of the group unavailable for good and stop the others' loops (``give_up=True``)."""
         policy = self.policy
         self.gave_up = True
-        log.error("worker.gave_up", max_restarts=policy.max_restarts, within=policy.within)
+        log.error(
+            "worker.gave_up", cause=_name(cause), for_good=True, max_restarts=policy.max_restarts, within=policy.within
+        )
         for worker in self.workers:
             worker.state = "unavailable"
             worker.breaker.hold_open()
@@ -183,8 +256,9 @@ class Supervisor:
     def _final_error(self, worker: Worker) -> KeyValueError:
         if worker.state == "unavailable":
             return BackendUnavailableError(
-                f"The backend failed more than {self.policy.max_restarts} times in {self.policy.within} s, "
-                "or crashed in a way its restart type does not restart; its supervisor gave up.",
+                "Its restart policy stopped the backend for good: it crashed more than "
+                f"{self.policy.max_restarts} times in {self.policy.within} s with give_up=True, "
+                "or in a way its restart type does not restart.",
                 backend=worker.name,
             )
         return RuntimeClosedError("The runtime shut down first.", backend=worker.name)
@@ -195,7 +269,7 @@ class Supervisor:
             try:
                 await worker.backend.close()
             except Exception as exc:
-                log.warning("worker.close_failed", cause=_name(exc))
+                log.warning("worker.close_failed", cause=_name(exc), detail=_detail(exc))
         if scope.cancelled_caught:
             log.warning("worker.close_timed_out", seconds=self.close_timeout)
 
@@ -207,3 +281,7 @@ def _finished(worker: Worker) -> bool:
 
 def _name(error: BaseException | None) -> str:
     return type(error).__name__
+
+
+def _detail(error: BaseException | None) -> str:
+    return str(error)[:200]

@@ -296,10 +296,16 @@ class Worker:
             raise crashes[0]
 
     async def _serve_run(self, run: Run) -> None:
-        """Make one backend call for ``run`` and hand each caller its part of the answer."""
+        """Make one backend call for ``run`` and hand each caller its part of the answer.
+
+        Requests whose callers left, or whose deadline passed while earlier runs of the round were
+        out, are answered here and never sent.
+        """
+        run, latest = self._sendable(run)
+        if not run:
+            return
         request = run[0][0]
         try:
-            latest = _latest_deadline(run)
             if latest is None:
                 results = await self._runners[type(request)](run)
             else:
@@ -337,16 +343,44 @@ class Worker:
             for _, slot in run[first::_LATENCY_STRIDE]:
                 record(now - slot.sent_at)
 
-    async def _bounded(self, run: Run, latest: float) -> list[Any]:
-        """Run the backend call for ``run``, abandoning it once every caller's deadline has passed.
+    def _sendable(self, run: Run) -> tuple[Run, float | None]:
+        """Drop what nobody waits for from ``run``; return the rest and its latest deadline (``None``: no bound)."""
+        now = time.monotonic()
+        latest: float | None = 0.0
+        kept: Run | None = None  # a copy only once something is dropped
+        for index, pending in enumerate(run):
+            request, slot = pending
+            deadline = request.deadline
+            if slot.withdrawn or (deadline is not None and deadline <= now):
+                if kept is None:
+                    kept = run[:index]
+                if not slot.withdrawn:
+                    self.counters.deadline_drops += 1
+                    self._fail(slot, request, DeadlineExceededError("The deadline passed before it was sent."))
+                continue
+            if kept is not None:
+                kept.append(pending)
+            if deadline is None:
+                latest = None
+            elif latest is not None and deadline > latest:
+                latest = deadline
+        return (run if kept is None else kept), latest
 
-        Nobody waits for such a call any more, and a driver cut off mid-call may have left its
-        connection in any state, so the worker crashes and its supervisor reconnects.
+    async def _bounded(self, run: Run, latest: float) -> list[Any]:
+        """Run the backend call for ``run``; abandon it only if it hangs long after every caller left.
+
+        A call that outlives callers with short deadlines is left to finish: the backend is healthy
+        and their replies are simply not read. One still out ``hung_call`` seconds past the last
+        deadline (or past its start, if that came later) did not answer: the driver, cut off
+        mid-call, may have left its connection in any state, so the worker crashes and its
+        supervisor reconnects.
         """
-        with anyio.move_on_after(latest - time.monotonic()):
+        hung_call = self._restart.hung_call
+        now = time.monotonic()
+        with anyio.move_on_after(max(latest - now, 0.0) + hung_call):
             return await self._runners[type(run[0][0])](run)
-        raise WorkerCrash(f"a call to {self.name} outlived every caller's deadline") from DeadlineExceededError(
-            "The backend did not answer before the deadline.", backend=self.name
+        raise WorkerCrash(f"a call to {self.name} hung past every caller's deadline") from DeadlineExceededError(
+            f"The backend did not answer within {hung_call:g} s of the last caller's deadline.", backend=self.name
         )
 
     def _count_attempt(self, run: Run, exc: Exception) -> None:
@@ -552,6 +586,9 @@ class Worker:
             ops=dict(counters.ops),
             errors=dict(counters.errors),
             restarts=counters.restarts,
+            reconnects_failed=counters.reconnects_failed,
+            holds=counters.holds,
+            last_crash=counters.last_crash,
             batches=counters.batches,
             mean_batch=counters.batched / counters.batches if counters.batches else 0.0,
             max_batch=counters.max_batch,
@@ -563,15 +600,3 @@ class Worker:
             circuit_trips=self.breaker.trips,
             latency_ms=counters.latency.summary_ms(),
         )
-
-
-def _latest_deadline(run: Run) -> float | None:
-    """Return the last deadline of ``run``, or ``None`` if any of its requests may wait for ever."""
-    latest = 0.0
-    for request, _ in run:
-        deadline = request.deadline
-        if deadline is None:
-            return None
-        if deadline > latest:
-            latest = deadline
-    return latest

@@ -88,3 +88,18 @@ async def test_a_document_in_a_file_of_its_own_is_replaced_without_leaving_the_f
         await store.put_many(["big", "other"], [{"v": 2}, {"v": 3}])
         assert files() == []
         assert await store.get_many(["big", "small", "other"]) == [{"v": 2}, {"v": 1}, {"v": 3}]
+
+
+@pytest.mark.anyio
+async def test_bulk_calls_of_300k_keys_succeed(tmp_path: Path) -> None:
+    """Past SQLite's bound on variables in one statement (32,766 in stock builds; 999 in old ones)."""
+    keys = [f"k{number}" for number in range(300_000)]
+    async with Runtime() as runtime:
+        store = await runtime.spawn(DiskBackend(tmp_path / "cache"))
+        await store.put_many(keys, [{"n": number} for number in range(len(keys))])
+        found = await store.get_many(keys)
+        assert found[0] == {"n": 0}
+        assert found[-1] == {"n": len(keys) - 1}
+        assert None not in found
+        assert await store.delete_many(keys) == len(keys)
+        assert await store.get_many(keys[:5]) == [None] * 5

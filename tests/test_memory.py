@@ -107,3 +107,32 @@ async def test_collections_of_only_expired_entries_are_gone() -> None:
     assert await backend.collections(None) == ["kept"]
     assert await backend.destroy_collection("tmp") is False
     assert await backend.destroy() is True
+
+
+def _index_size(backend: MemoryBackend, collection: str) -> tuple[int, int, int]:
+    """The expiry index of ``collection``: heap records, keys in buckets, and live entries."""
+    stored = backend._collections[collection]
+    return len(stored.bucket_ids), sum(map(len, stored.buckets.values())), len(stored.documents)
+
+
+@pytest.mark.anyio
+async def test_re_puts_keep_the_expiry_index_within_twice_the_live_entries() -> None:
+    """500k re-puts over 8 keys with a TTL: each key overwritten again and again, alone in its bucket."""
+    backend = MemoryBackend()
+    expiry = time.time() + 3600
+    for key in range(8):
+        for _ in range(62_500):
+            await backend.put_many("c", [f"k{key}"], [b"{}"], [expiry])
+        expiry += 2.0  # the next key expires in another bucket
+    heap, scheduled, live = _index_size(backend, "c")
+    assert live == 8
+    assert scheduled == 8
+    assert heap <= 2 * live
+    async with Runtime() as runtime:  # and through a handle, every put a fresh TTL
+        store = await runtime.spawn(MemoryBackend(), name="m")
+        for _ in range(20_000):
+            await store.put("k", {"v": 1}, ttl=3600)
+        assert await store.get("k") == {"v": 1}
+        heap, scheduled, live = _index_size(runtime._workers["m"].backend, "default_collection")  # type: ignore[arg-type]
+        assert (scheduled, live) == (1, 1)
+        assert heap <= 2

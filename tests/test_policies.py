@@ -13,6 +13,7 @@ from kvrt.backends.memory import MemoryBackend
 from kvrt.errors import (
     BackendUnavailableError,
     DeadlineExceededError,
+    KeyValueStoreError,
     OverloadedError,
     StoreConnectionError,
 )
@@ -103,7 +104,9 @@ async def test_a_groups_strategy_decides_who_restarts(strategy: Any, reopened: l
 
 async def test_a_group_shares_one_restart_intensity() -> None:
     backends = {name: FaultyBackend() for name in "ab"}
-    policy = RestartPolicy(max_restarts=2, within=5.0, backoff_initial=0.001, backoff_max=0.002, attempts=1)
+    policy = RestartPolicy(
+        max_restarts=2, within=5.0, backoff_initial=0.001, backoff_max=0.002, attempts=1, give_up=True
+    )
     async with Runtime(restart=policy) as runtime:
         handles = await runtime.spawn_group(backends)
         for name in ("a", "b", "a"):
@@ -117,7 +120,9 @@ async def test_a_group_shares_one_restart_intensity() -> None:
 
 async def test_a_critical_backend_that_gives_up_fails_the_runtime() -> None:
     backend = FaultyBackend()
-    policy = RestartPolicy(max_restarts=1, within=5.0, backoff_initial=0.001, backoff_max=0.002, attempts=5)
+    policy = RestartPolicy(
+        max_restarts=1, within=5.0, backoff_initial=0.001, backoff_max=0.002, attempts=5, give_up=True
+    )
 
     async def body() -> None:
         async with Runtime(restart=policy) as runtime:
@@ -207,11 +212,16 @@ async def test_a_slow_backend_times_callers_out_by_their_deadline() -> None:
 # Circuit breaker and fallback.
 
 
-async def _trip(store: Handle, backend: FaultyBackend, failures: int) -> None:
-    backend.fail_next(*(TransientFault("down") for _ in range(failures)))
-    for _ in range(failures):
-        with pytest.raises(StoreConnectionError):
-            await store.put("k", {"v": 0})
+async def _take_down(store: Handle, backend: FaultyBackend) -> None:
+    """The backend goes away: a call fails, and so does every reconnect until :func:`_bring_back`."""
+    backend.failing_opens = 1_000_000
+    backend.fail_next(TransientFault("down"))
+    with pytest.raises(KeyValueStoreError):
+        await store.put("k", {"v": 0})
+
+
+def _bring_back(backend: FaultyBackend) -> None:
+    backend.failing_opens = 0
 
 
 async def test_the_circuit_opens_half_opens_and_closes() -> None:
@@ -220,29 +230,30 @@ async def test_the_circuit_opens_half_opens_and_closes() -> None:
     async with Runtime(restart=FAST.__replace__(attempts=1), circuit=circuit) as runtime:
         store = await runtime.spawn(backend)
         with structlog.testing.capture_logs() as logs:
-            await _trip(store, backend, 3)
-        assert runtime.stats()["faulty"].circuit == "open"
+            await _take_down(store, backend)
+            await eventually(lambda: runtime.stats()["faulty"].circuit == "open")
         assert [entry["event"] for entry in logs if entry["event"].startswith("circuit.")] == ["circuit.opened"]
         calls = len(backend.calls)
         with pytest.raises(BackendUnavailableError, match="circuit is open"):
             await store.get("k")
         assert len(backend.calls) == calls, "an open circuit sends nothing to the backend"
         await anyio.sleep(0.32)  # the reset time is the condition
-        backend.fail_next(TransientFault("still down"))
-        with pytest.raises(StoreConnectionError):
-            await store.get("k")  # the probe fails: open again, for twice as long (0.6 s)
+        with pytest.raises(BackendUnavailableError, match="keeps reconnecting"):
+            await store.get("k")  # the probe waits for a reconnect that fails: open again, for 0.6 s
         assert runtime.stats()["faulty"].circuit == "open"
-        with pytest.raises(BackendUnavailableError):
+        with pytest.raises(BackendUnavailableError, match="circuit is open"):
             await store.get("k")
-        await anyio.sleep(0.62)
         with structlog.testing.capture_logs() as logs:
-            assert await store.get("k") is None  # the probe succeeds
-        assert [entry["event"] for entry in logs if entry["event"].startswith("circuit.")] == [
+            _bring_back(backend)
+            await eventually(lambda: runtime.stats()["faulty"].state == "running")
+            assert await store.get("k") is None  # the reconnect half-opened it; this probe closes it
+        assert [entry["event"] for entry in logs if entry["event"].startswith("circuit.")][-2:] == [
             "circuit.half_open",
             "circuit.closed",
         ]
         stats = runtime.stats()["faulty"]
-        assert (stats.circuit, stats.circuit_trips) == ("closed", 2)
+        assert stats.circuit == "closed"
+        assert stats.circuit_trips >= 2
 
 
 async def test_the_circuit_opens_on_a_failure_rate() -> None:
@@ -252,8 +263,13 @@ async def test_the_circuit_opens_on_a_failure_rate() -> None:
         store = await runtime.spawn(backend)
         for _ in range(5):
             await store.put("k", {"v": 1})
-            await _trip(store, backend, 1)
-        assert runtime.stats()["faulty"].circuit == "open"
+            backend.fail_next(TransientFault("down"))
+            with pytest.raises(StoreConnectionError):
+                await store.put("k", {"v": 0})
+            await eventually(lambda: runtime.stats()["faulty"].state == "running")
+        stats = runtime.stats()["faulty"]
+        assert stats.circuit_trips == 1  # the fifth failure in ten calls; each reconnect then half-opened it
+        assert stats.circuit == "half_open"
 
 
 async def test_a_fallback_serves_reads_while_the_circuit_is_open() -> None:
@@ -264,11 +280,15 @@ async def test_a_fallback_serves_reads_while_the_circuit_is_open() -> None:
         store = await rt.spawn(primary, fallback=spare)
         await store.put("k", {"from": "primary"})
         assert await store.get("k") == {"from": "primary"}
-        await _trip(store, primary, 2)
+        await _take_down(store, primary)
+        await eventually(lambda: rt.stats()["faulty"].circuit == "open")
         assert await store.get("k") == {"from": "spare"}
         assert await store.get_many(["k", "x"]) == [{"from": "spare"}, None]
         with pytest.raises(BackendUnavailableError):
             await store.put("k", {"from": "caller"})
+        _bring_back(primary)
+        await eventually(lambda: rt.stats()["faulty"].state == "running")
+        assert await store.get("k") == {"from": "primary"}, "served by the primary again once it is back"
 
 
 async def test_a_fallback_takes_writes_when_asked() -> None:
@@ -276,7 +296,8 @@ async def test_a_fallback_takes_writes_when_asked() -> None:
     async with Runtime(restart=FAST.__replace__(attempts=1), circuit=CircuitPolicy(failures=1, reset_after=60)) as rt:
         spare = await rt.spawn(MemoryBackend(), name="spare")
         store = await rt.spawn(primary, fallback=FallbackPolicy(spare, writes=True))
-        await _trip(store, primary, 1)
+        await _take_down(store, primary)
+        await eventually(lambda: rt.stats()["faulty"].circuit == "open")
         await store.put("k", {"v": 1}, ttl=60)
         assert await spare.get("k") == {"v": 1}
         assert await store.delete("k") is True
@@ -284,7 +305,7 @@ async def test_a_fallback_takes_writes_when_asked() -> None:
 
 async def test_a_fallback_serves_reads_after_the_supervisor_gives_up() -> None:
     primary = FaultyBackend()
-    policy = RestartPolicy(max_restarts=1, within=5.0, backoff_initial=0.001, attempts=5)
+    policy = RestartPolicy(max_restarts=1, within=5.0, backoff_initial=0.001, attempts=5, give_up=True)
     async with Runtime(restart=policy) as rt:
         spare = await rt.spawn(MemoryBackend(), name="spare")
         await spare.put("k", {"from": "spare"})

@@ -8,7 +8,7 @@ import anyio
 import pytest
 import structlog.testing
 
-from kvrt import CullPolicy, MailboxPolicy, RestartPolicy, Runtime
+from kvrt import CircuitPolicy, CullPolicy, MailboxPolicy, RestartPolicy, Runtime
 from kvrt.backends.memory import MemoryBackend
 from kvrt.errors import (
     BackendUnavailableError,
@@ -83,33 +83,76 @@ async def test_transient_failure_restarts_the_worker_and_retries_the_request() -
     assert "hunter2" not in repr(logs), "values never reach the logs"
 
 
-async def test_supervisor_gives_up_past_the_restart_intensity() -> None:
+async def test_with_give_up_the_supervisor_stops_for_good_past_the_restart_intensity() -> None:
     backend = FaultyBackend()
-    policy = RestartPolicy(max_restarts=2, within=5.0, backoff_initial=0.001, backoff_max=0.01, attempts=3)
+    policy = RestartPolicy(
+        max_restarts=2, within=5.0, backoff_initial=0.001, backoff_max=0.01, attempts=3, give_up=True
+    )
     async with Runtime(restart=policy) as runtime:
         store = await runtime.spawn(backend)
         backend.fail_next(*(TransientFault(f"reset {n}") for n in range(10)))
-        with pytest.raises(StoreConnectionError) as raised:
-            await store.put("k", {"v": 1})
-        assert isinstance(raised.value.__cause__, TransientFault)
-        assert backend.keys_seen("put") == ["k", "k", "k"], "three attempts, then the caller is told"
-        await eventually(lambda: runtime.stats()["faulty"].state == "unavailable")
+        with structlog.testing.capture_logs() as logs:
+            with pytest.raises(StoreConnectionError) as raised:
+                await store.put("k", {"v": 1})
+            assert isinstance(raised.value.__cause__, TransientFault)
+            assert backend.keys_seen("put") == ["k", "k", "k"], "three attempts, then the caller is told"
+            await eventually(lambda: runtime.stats()["faulty"].state == "unavailable")
         with anyio.fail_after(3):  # at once, not after a wait for a backend that is not coming back
-            with pytest.raises(BackendUnavailableError) as unavailable:
+            with pytest.raises(BackendUnavailableError, match="for good") as unavailable:
                 await store.get("k")
         assert unavailable.value.backend == "faulty"
         assert backend.keys_seen("get") == []
+    gave_up = [entry for entry in logs if entry["event"] == "worker.gave_up"]
+    assert [(entry["cause"], entry["for_good"]) for entry in gave_up] == [("TransientFault", True)]
 
 
-async def test_reopen_failures_count_towards_the_intensity() -> None:
+async def test_past_the_intensity_a_worker_is_held_down_longer_each_time_then_serves_again() -> None:
     backend = FaultyBackend()
-    async with Runtime(restart=FAST_RESTARTS) as runtime:
+    policy = RestartPolicy(
+        max_restarts=2, within=30.0, backoff_initial=0.001, backoff_max=0.01, hold_initial=0.2, attempts=1
+    )
+    async with Runtime(restart=policy) as runtime:
         store = await runtime.spawn(backend)
-        backend.failing_opens = 10
+        with structlog.testing.capture_logs() as logs:
+            for crash in range(4):  # crashes 3 and 4 are past the intensity: held 0.2 s, then 0.4 s
+                backend.fail_next(TransientFault(f"reset {crash}"))
+                with pytest.raises(StoreConnectionError):
+                    await store.put("k", {"v": 1})
+                await eventually(lambda: runtime.stats()["faulty"].state != "running")
+                if crash >= 2:
+                    assert runtime.stats()["faulty"].state == "held_down"
+                    calls = len(backend.calls)
+                    with pytest.raises(BackendUnavailableError, match="holds it down"):
+                        await store.get("k")  # at once: nothing reaches a worker that is held down
+                    assert len(backend.calls) == calls
+                await eventually(lambda: runtime.stats()["faulty"].state == "running")
+                await eventually(lambda: runtime.stats()["faulty"].circuit != "open")
+        await store.put("k", {"v": 2})
+        assert await store.get("k") == {"v": 2}
+        stats = runtime.stats()["faulty"]
+        assert (stats.holds, stats.restarts, stats.last_crash) == (2, 4, "TransientFault")
+    holds = [entry for entry in logs if entry["event"] == "worker.gave_up"]
+    assert [(entry["cause"], entry["holding_for"]) for entry in holds] == [
+        ("TransientFault", 0.2),
+        ("TransientFault", 0.4),
+    ]
+
+
+async def test_an_outage_is_one_restart_however_many_reconnects_it_takes() -> None:
+    backend = FaultyBackend()
+    async with Runtime(restart=FAST_RESTARTS, circuit=CircuitPolicy(failures=3, reset_after=60.0)) as runtime:
+        store = await runtime.spawn(backend)
+        backend.failing_opens = 20  # four times the intensity's worth of failed reconnects
         backend.fail_next(TransientFault("down"))
+        with pytest.raises(BackendUnavailableError, match="keeps reconnecting"):
+            await store.put("k", {"v": 1})  # held while the worker reconnects, failed once the circuit opened
         with pytest.raises(BackendUnavailableError):
-            await store.put("k", {"v": 1})
-        assert runtime.stats()["faulty"].restarts == 3
+            await store.get("k")  # the circuit is open: at once
+        await eventually(lambda: runtime.stats()["faulty"].state == "running")
+        await store.put("k", {"v": 2})  # the probe: the reconnect half-opened the circuit
+        assert await store.get("k") == {"v": 2}
+        stats = runtime.stats()["faulty"]
+        assert (stats.restarts, stats.reconnects_failed, stats.holds, stats.circuit) == (1, 20, 0, "closed")
 
 
 async def test_a_non_transient_error_goes_only_to_its_caller() -> None:
@@ -170,8 +213,52 @@ async def test_a_request_past_its_deadline_never_reaches_the_backend() -> None:
         await store.put("after", {"v": 1})
         assert "queued" not in backend.keys_seen("get")
         stats = runtime.stats()["faulty"]
-        assert stats.restarts == 1, "the held call outlived every caller's deadline: abandoned, reconnected"
+        assert stats.restarts == 0, "a call that merely outlived its callers is no backend failure"
+        assert stats.circuit == "closed"
         assert await store.get("after") == {"v": 1}
+
+
+async def test_a_call_that_hangs_past_its_callers_deadlines_is_abandoned_and_reconnected() -> None:
+    backend = FaultyBackend()
+    async with Runtime(restart=RestartPolicy(hung_call=0.3, backoff_initial=0.001)) as runtime:
+        store = await runtime.spawn(backend, request_timeout=0.2)
+        backend.hang()
+        with pytest.raises(DeadlineExceededError):
+            await store.get("first")
+        await eventually(lambda: runtime.stats()["faulty"].restarts == 1)
+        assert runtime.stats()["faulty"].last_crash == "DeadlineExceededError"
+        backend.release()
+        await store.put("after", {"v": 1})
+        assert await store.get("after") == {"v": 1}
+
+
+async def test_a_run_whose_deadline_passes_while_an_earlier_run_is_out_is_never_sent() -> None:
+    backend = FaultyBackend()
+    async with Runtime() as runtime:
+        store = await runtime.spawn(backend)
+        short = store.with_timeout(0.3)
+        timed_out = anyio.Event()
+
+        async def short_delete() -> None:
+            with pytest.raises(DeadlineExceededError):
+                await short.delete("short")
+            timed_out.set()
+
+        backend.hang()
+        async with anyio.create_task_group() as group:
+            group.start_soon(store.put, "held", {"v": 0})
+            await eventually(lambda: backend.entered == 1)
+            group.start_soon(store.get, "slow")  # the next round: a get run, then a delete run
+            await eventually(lambda: runtime.stats()["faulty"].mailbox_depth == 1)
+            group.start_soon(short_delete)
+            await eventually(lambda: runtime.stats()["faulty"].mailbox_depth == 2)
+            backend.release()  # the held put ends and the round starts, both requests still in time...
+            backend.hang()  # ...but its get run is held until the delete's deadline has passed
+            await timed_out.wait()
+            backend.release()
+        assert backend.keys_seen("get") == ["slow"]
+        assert "short" not in backend.keys_seen("delete"), "checked when its run started, not only at the round's"
+        assert runtime.stats()["faulty"].restarts == 0
 
 
 async def test_a_cancelled_caller_withdraws_its_request() -> None:

@@ -6,7 +6,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date, datetime
 from datetime import time as time_of_day
 from decimal import Decimal
@@ -78,6 +78,35 @@ UNSERIALIZABLE: dict[str, Any] = {
     "nan in a list": [1.0, math.nan],
     "datetime deep inside": {"a": [{"b": datetime(2025, 1, 1)}]},
 }
+
+SECRET = "hunter2-do-not-show"
+
+
+class _Secretive:
+    def __repr__(self) -> str:
+        return SECRET
+
+
+SECRET_LEAVES: dict[str, Any] = {
+    "lone surrogate": SECRET + "\udc80",
+    "bytes": SECRET.encode(),
+    "set": {SECRET},
+    "object with a telling repr": _Secretive(),
+    "surrogate key in the value": {SECRET + "\udc80": 1},
+    "nan beside a secret": [SECRET, math.nan],
+}
+"""Bad leaves whose text must show up in no error (message, cause or context)."""
+
+
+class _Broken:
+    """A TTL whose ``__float__`` raises."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def __float__(self) -> float:
+        raise self.error
+
 
 NOT_MAPPINGS: dict[str, Any] = {
     "list": [1, 2],
@@ -244,6 +273,55 @@ class ValidationSuite(_Fixtures):
             with pytest.raises(InvalidKeyError) as raised:
                 await call()
             assert raised.value.backend == "conformance"
+
+    async def test_a_lone_surrogate_in_a_name_is_an_invalid_key_on_every_method(self, store: Handle) -> None:
+        calls = _calls_with_key(store, "bad\udc80") + _calls_with_key(store, "k", collection="bad\udc80")
+        if isinstance(store, AsyncEnumerateKeysProtocol):
+            calls.append(lambda: store.keys("bad\udc80"))
+        if isinstance(store, AsyncDestroyCollectionProtocol):
+            calls.append(lambda: store.destroy_collection("bad\udc80"))
+        for call in calls:
+            with pytest.raises(InvalidKeyError, match="lone surrogate") as raised:
+                await call()
+            assert raised.value.backend == "conformance"
+            assert "\\udc80" in str(raised.value) or raised.value.key is None, "the name is shown escaped"
+            str(raised.value).encode()  # printable: the surrogate is escaped in the message
+
+    async def test_a_value_nested_too_deeply_is_a_serialization_error(self, store: Handle) -> None:
+        value: dict[str, Any] = {}
+        inner = value
+        for _ in range(10_000):
+            inner["a"] = {}
+            inner = inner["a"]
+        with pytest.raises(SerializationError, match="nested too deeply"):
+            await store.put("k", value)
+        with pytest.raises(SerializationError, match="nested too deeply"):
+            await store.put_many(["ok", "k"], [{"a": 1}, value])
+
+    async def test_a_ttl_whose_float_raises_is_an_invalid_ttl(self, store: Handle) -> None:
+        for ttl in (_Broken(RuntimeError("boom")), _Broken(ZeroDivisionError()), _Broken(KeyError("x"))):
+            with pytest.raises(InvalidTTLError):
+                await store.put("k", {"a": 1}, ttl=ttl)
+            with pytest.raises(InvalidTTLError):
+                await store.put_many(["k"], [{"a": 1}], ttl=ttl)
+
+    @pytest.mark.parametrize("leaf", SECRET_LEAVES.values(), ids=SECRET_LEAVES.keys())
+    async def test_no_error_for_a_bad_value_carries_its_text(self, store: Handle, leaf: Any) -> None:
+        calls: list[Callable[[], Awaitable[None]]] = [
+            lambda: store.put("k", {"field": leaf}),
+            lambda: store.put_many(["k"], [{"field": leaf}]),
+        ]
+        for call in calls:
+            with pytest.raises((SerializationError, TypeError)) as raised:
+                await call()
+            chain: list[BaseException] = []
+            error: BaseException | None = raised.value
+            while error is not None and len(chain) < 10:
+                chain.append(error)
+                error = error.__cause__ or error.__context__
+            for link in chain:
+                shown = f"{link!s} {link!r} {link.args!r}"
+                assert SECRET not in shown, f"{type(link).__name__} shows the value: {shown[:200]}"
 
     @pytest.mark.parametrize("key", [1, None, b"key", 1.5, ["k"]], ids=repr)
     async def test_non_str_key_is_a_type_error(self, store: Handle, key: Any) -> None:
