@@ -84,7 +84,10 @@ class HeldConnections:
 
     async def _give_back(self, connection: Any) -> None:
         self._held.remove(connection)
-        # Shielded: a cancelled call still returns what it borrowed. A pool closed under us (the
-        # client's owner closed it) has nothing left to give back to.
+        # Disconnected first: under trio the worker's loop is kvrt's own asyncio thread, which ends
+        # with the runtime, and a connection left open would belong to a dead loop; the owner's next
+        # command reconnects on its own. Shielded: a cancelled call still returns what it borrowed.
+        # A pool closed under us (the client's owner closed it) has nothing left to give back to.
         with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            await connection.disconnect()
             await self._pool.release(connection)

@@ -18,7 +18,6 @@ from kvrt.backends.layout import compound_key
 from kvrt.backends.memory import MemoryBackend
 from kvrt.backends.redis import RedisBackend
 from kvrt.errors import KeyValueError
-from kvrt.policies import CircuitPolicy, RestartPolicy
 from kvrt.testing.servers import RedisProcess, redis_binary, redis_cluster
 
 pytestmark = pytest.mark.anyio
@@ -34,6 +33,7 @@ class Load:
 
     def __init__(self) -> None:
         self.acknowledged: dict[str, dict[str, Any]] = {}
+        self.warm_up_at = 2000
         self.errors: list[BaseException] = []
         self.longest_call = 0.0
         self.reads_in_outage = 0
@@ -58,7 +58,7 @@ async def _writer(store: Any, number: int, load: Load) -> None:
             await anyio.sleep(0.01)  # pacing: a failing call returns at once while the circuit is open
         else:
             load.acknowledged[key] = value
-            if len(load.acknowledged) >= 2000:
+            if len(load.acknowledged) >= load.warm_up_at:
                 load.warmed_up.set()
             if load.restarted_at is not None and load.first_put_after_restart is None:
                 load.first_put_after_restart = anyio.current_time()
@@ -84,10 +84,7 @@ async def test_a_killed_server_loses_no_acknowledged_put_and_puts_resume(tmp_pat
     server.start()
     load = Load()
     try:
-        async with Runtime(
-            restart=RestartPolicy(max_restarts=1000, within=10.0, backoff_initial=0.02, backoff_max=0.2),
-            circuit=CircuitPolicy(failures=5, reset_after=0.1, reset_max=0.3),
-        ) as runtime:
+        async with Runtime() as runtime:  # default policies
             fallback = await runtime.spawn(MemoryBackend(), name="fallback")
             store = await runtime.spawn(
                 RedisBackend(server.url), name="redis", request_timeout=DEADLINE, fallback=fallback
@@ -123,6 +120,84 @@ async def test_a_killed_server_loses_no_acknowledged_put_and_puts_resume(tmp_pat
                 chunk = keys[start : start + 1000]
                 assert await checker.get_many(chunk) == [load.acknowledged[key] for key in chunk]
     finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("outage", [0.5, 3.0, 10.0, 30.0], ids=lambda seconds: f"{seconds:g}s")
+async def test_an_outage_of_any_length_heals_with_default_policies(tmp_path: Path, outage: float) -> None:
+    """SIGKILL the server under a light write load, restart it on the same port ``outage`` seconds later."""
+    server = RedisProcess(redis_binary(), tmp_path / "redis", "--appendonly", "yes", "--appendfsync", "always")
+    server.start()
+    load = Load()
+    load.warm_up_at = 200
+    try:
+        async with Runtime() as runtime:  # default policies: nothing tuned for the outage
+            store = await runtime.spawn(RedisBackend(server.url), name="redis", request_timeout=DEADLINE)
+            async with anyio.create_task_group() as group:
+                for number in range(4):
+                    group.start_soon(_writer, store, number, load)
+                with anyio.fail_after(30):
+                    await load.warmed_up.wait()
+                await anyio.to_thread.run_sync(server.kill)
+                load.down = True
+                await anyio.sleep(outage)  # the outage the scenario asks for, not a wait for a condition
+                await anyio.to_thread.run_sync(server.start)
+                load.down = False
+                load.restarted_at = anyio.current_time()
+                with anyio.fail_after(10):
+                    await load.back.wait()
+                load.stop.set()
+            stats = runtime.stats()["redis"]
+            assert stats.state == "running"
+            assert load.first_put_after_restart is not None
+            assert load.restarted_at is not None
+            assert load.first_put_after_restart - load.restarted_at <= 2.0, "puts succeed within 2 s of the restart"
+            assert load.longest_call <= DEADLINE + SLACK, "no call outlives its deadline"
+            if outage > DEADLINE:  # a shorter one may go unseen: the held puts are retried in time
+                assert load.errors, "the outage was seen"
+            strangers = [error for error in load.errors if not isinstance(error, KeyValueError)]
+            assert strangers == [], "every error a caller sees is a kvrt error"
+            assert stats.restarts == 1, "one outage, one restart, however many reconnects it took"
+            assert stats.holds == 0
+            keys = list(load.acknowledged)
+            for start in range(0, len(keys), 1000):
+                chunk = keys[start : start + 1000]
+                assert await store.get_many(chunk) == [load.acknowledged[key] for key in chunk], "no put lost"
+    finally:
+        server.stop()
+
+
+async def test_four_client_kills_within_5s_leave_the_handle_working(tmp_path: Path) -> None:
+    server = RedisProcess(redis_binary(), tmp_path / "redis")
+    server.start()
+    admin = redis.Redis(port=server.port)
+    try:
+        async with Runtime() as runtime:  # default policies
+            store = await runtime.spawn(RedisBackend(server.url), name="redis", request_timeout=DEADLINE)
+            started = anyio.current_time()
+            for kill in range(4):
+                await store.put(f"before-{kill}", {"kill": kill})  # the worker holds live connections
+                assert await anyio.to_thread.run_sync(lambda: admin.client_kill_filter(_type="normal", skipme=True))
+                with contextlib.suppress(KeyValueError):  # the call after a kill may be the one that fails
+                    await store.put(f"after-{kill}", {"kill": kill})
+            assert anyio.current_time() - started < 5.0
+            killed_at = anyio.current_time()
+            while True:
+                try:
+                    await store.put("working", {"v": 1})
+                    break
+                except KeyValueError:
+                    assert anyio.current_time() - killed_at < 2.0, "serving again within 2 s"
+                    await anyio.sleep(0.01)  # pacing: a held-down worker answers at once
+            assert await store.get("working") == {"v": 1}
+            assert await store.get_many([f"before-{kill}" for kill in range(4)]) == [
+                {"kill": kill} for kill in range(4)
+            ]
+            stats = runtime.stats()["redis"]
+            assert stats.state == "running"
+            assert stats.restarts == 4
+    finally:
+        admin.close()
         server.stop()
 
 
@@ -166,10 +241,7 @@ async def test_a_cluster_primary_killed_fails_over_and_puts_resume() -> None:
                 longest = max(longest, anyio.current_time() - started)
 
     with redis_cluster(redis_binary(), replicas=1, node_timeout_ms=1000) as nodes:
-        async with Runtime(
-            restart=RestartPolicy(max_restarts=1000, within=10.0, backoff_initial=0.02, backoff_max=0.2),
-            circuit=CircuitPolicy(failures=5, reset_after=0.1, reset_max=0.3),
-        ) as runtime:
+        async with Runtime() as runtime:  # default policies
             store = await runtime.spawn(RedisBackend(nodes[0].url, cluster=True), request_timeout=DEADLINE)
             async with anyio.create_task_group() as group:
                 for number in range(16):
@@ -235,9 +307,7 @@ async def test_a_slot_moved_between_primaries_under_load_loses_nothing() -> None
         moved_to = (owner + 1) % len(nodes)
         source, target = clients[owner], clients[moved_to]
         source_id, target_id = source.execute_command("CLUSTER MYID"), target.execute_command("CLUSTER MYID")
-        async with Runtime(
-            restart=RestartPolicy(max_restarts=1000, within=10.0, backoff_initial=0.02, backoff_max=0.2),
-        ) as runtime:
+        async with Runtime() as runtime:  # default policies
             store = await runtime.spawn(RedisBackend(nodes[0].url, cluster=True), request_timeout=DEADLINE)
             async with anyio.create_task_group() as group:
                 for number in range(8):

@@ -13,8 +13,9 @@ import pytest
 import redis
 import redis.asyncio
 import redis.exceptions
+import structlog.testing
 
-from kvrt import Runtime
+from kvrt import RestartPolicy, Runtime
 from kvrt.backends.layout import compound_key
 from kvrt.backends.redis import RedisBackend
 from kvrt.backends.redis_connections import HeldConnections
@@ -300,3 +301,35 @@ async def test_a_held_connection_goes_back_only_when_its_call_ends(server: Redis
         assert await client.ping() is True
     finally:
         await client.aclose()
+
+
+async def _restart_by_client_kill(store: Any, server: RedisTarget, times: int) -> None:
+    """Restart the worker ``times`` times: kill its connections, then make a call that needs new ones."""
+    with raw(server) as admin:
+        for kill in range(times):
+            await store.put(f"k{kill}", {"kill": kill})
+            assert await anyio.to_thread.run_sync(lambda: admin.client_kill_filter(_type="normal", skipme=True))
+            await store.put(f"k{kill}", {"kill": kill})  # crashes, and is retried after the reconnect
+
+
+@pytest.mark.parametrize("owned", [True, False], ids=["owned client", "passed-in client"])
+async def test_20_restarts_close_cleanly_and_keep_the_owners_pool_as_it_was(
+    server: RedisTarget, owned: bool, anyio_backend: str
+) -> None:
+    """Under trio the backend lives on an asyncio thread: its close must still work there, every time."""
+    client = None if owned else redis.asyncio.Redis.from_url(server.url, max_connections=8)
+    backend = RedisBackend(server.url) if owned else RedisBackend(client=client)
+    with structlog.testing.capture_logs() as logs:
+        async with Runtime(restart=RestartPolicy(max_restarts=100, backoff_initial=0.001)) as runtime:
+            store = await runtime.spawn(backend, name="redis")
+            await _restart_by_client_kill(store, server, 20)
+            assert runtime.stats()["redis"].restarts == 20
+            assert await store.get("k19") == {"kill": 19}
+    failures = [entry for entry in logs if entry["event"] in ("worker.close_failed", "worker.close_timed_out")]
+    assert failures == []
+    if client is not None:
+        pool = client.connection_pool
+        assert len(pool._in_use_connections) == 0, "every connection kvrt took went back"
+        assert len(pool._available_connections) <= 8
+        if anyio_backend == "asyncio":
+            await client.aclose()
