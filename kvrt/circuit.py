@@ -117,7 +117,9 @@ class Breaker:
     def _transition(self, state: str) -> None:
         self.state = state
         if state == OPEN:
-            _log.warning("circuit.opened", worker=self.name, seconds=self._reset, failures=self.consecutive)
+            held = self._open_until == float("inf")  # until the supervisor lets the worker serve again
+            seconds = None if held else self._reset
+            _log.warning("circuit.opened", worker=self.name, seconds=seconds, held=held, failures=self.consecutive)
         elif state == HALF_OPEN:
             _log.info("circuit.half_open", worker=self.name)
         else:

@@ -320,7 +320,7 @@ async def test_20_restarts_close_cleanly_and_keep_the_owners_pool_as_it_was(
     client = None if owned else redis.asyncio.Redis.from_url(server.url, max_connections=8)
     backend = RedisBackend(server.url) if owned else RedisBackend(client=client)
     with structlog.testing.capture_logs() as logs:
-        async with Runtime(restart=RestartPolicy(max_restarts=100, backoff_initial=0.001)) as runtime:
+        async with Runtime(restart=RestartPolicy(max_restarts=100, backoff_initial=0.001, backoff_max=0.01)) as runtime:
             store = await runtime.spawn(backend, name="redis")
             await _restart_by_client_kill(store, server, 20)
             assert runtime.stats()["redis"].restarts == 20
