@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, Self, SupportsFloat
+from collections.abc import Callable, Coroutine, Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, Self, SupportsFloat, TypeVar, cast
 
 import anyio
 
@@ -50,170 +50,54 @@ if TYPE_CHECKING:
 
 
 class Handle:
-    """An ``AsyncKeyValue`` whose calls are served by one worker of a :class:`~kvrt.Runtime`.
+    """An ``AsyncKeyValue`` whose calls are served by one worker of a kvrt runtime.
 
-    Get one from ``await runtime.spawn(backend)``. Handles are cheap; any number of tasks may share
-    one. ``request_timeout`` (seconds) bounds each call, including any wait for room in a full
-    mailbox: a request still queued when it passes is never sent to the backend, and the caller gets
-    :class:`~kvrt.errors.DeadlineExceededError`. :meth:`with_timeout` gives a handle with another.
-    While the worker's circuit is open, requests go to the fallback handle (reads only, unless
-    writes were asked for too), or fail at once with :class:`~kvrt.errors.BackendUnavailableError`.
+    Get one from ``await runtime.spawn(backend)`` (attached: served in your own task group) or
+    ``kvrt.open(backend_or_url)`` (detached: served on a thread of its own, usable from any loop).
+    Handles are cheap; any number of tasks may share one. ``request_timeout`` (seconds) bounds each
+    call, including any wait for room in a full mailbox: a request still queued when it passes is
+    never sent to the backend, and the caller gets :class:`~kvrt.errors.DeadlineExceededError`.
+    :meth:`with_timeout` gives a handle with another. While the worker's circuit is open, requests
+    go to the fallback handle (reads only, unless writes were asked for too), or fail at once with
+    :class:`~kvrt.errors.BackendUnavailableError`.
     """
 
-    __slots__ = (
-        "_default_collection",
-        "_fallback",
-        "_fallback_writes",
-        "_limit",
-        "_new_event",
-        "_send",
-        "_timeout",
-        "_worker",
-        "name",
-    )
+    __slots__ = ("_default_collection", "_timeout", "name")
 
-    def __init__(
-        self,
-        worker: Worker,
-        *,
-        new_event: Callable[[], anyio.Event],
-        default_collection: str,
-        limit: InflightLimit,
-        request_timeout: float | None = None,
-        fallback: Handle | None = None,
-        fallback_writes: bool = False,
-    ) -> None:
-        self.name = worker.name
-        self._worker = worker
-        self._send = worker.send_stream
-        self._new_event = new_event
+    def __init__(self, name: str, *, default_collection: str, request_timeout: float | None = None) -> None:
+        self.name = name
         self._default_collection = default_collection
-        self._limit = limit
         self._timeout = _check_timeout(request_timeout)
-        self._fallback = fallback
-        self._fallback_writes = fallback_writes
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r} on {self._worker.backend.kind}>"
+        return f"<{type(self).__name__} {self.name!r}>"
 
     def with_timeout(self, request_timeout: float | None) -> Self:
         """Return a handle on the same worker whose calls each have ``request_timeout`` seconds (``None``: no limit)."""
         clone = object.__new__(type(self))
-        for name in Handle.__slots__:
-            setattr(clone, name, getattr(self, name))
+        for cls in type(self).__mro__:
+            for name in getattr(cls, "__slots__", ()):
+                setattr(clone, name, getattr(self, name))
         clone._timeout = _check_timeout(request_timeout)
         return clone
 
     def _call(self, request: AnyRequest) -> Coroutine[Any, Any, Any]:
-        """Return the coroutine that sends ``request`` and gives its reply (or raises its error).
+        """Return the coroutine that sends ``request`` and gives its reply (or raises its error)."""
+        raise NotImplementedError
 
-        A plain method choosing among coroutines, so the common path awaits one frame, not two. With
-        a ``request_timeout``, one deadline (the frame's own) covers the wait for a place under the
-        runtime's in-flight cap, for room in a full mailbox, and for the reply.
-        """
-        breaker = self._worker.breaker
-        if breaker.state != CLOSED and not breaker.allow():
-            return self._divert(request)
+    def _frame(self, request: AnyRequest) -> bytes:
+        """Encode ``request``; a name UTF-8 cannot encode is refused here, before anything is sent."""
         try:
-            frame = frames.encode(request)
+            return frames.encode(request)
         except UnicodeEncodeError:
-            frame = None  # raised below, outside the ``except``: the driver's error holds the name
-        if frame is None:
-            raise self._surrogate(request)
-        if request.deadline is None:
-            return self._exchange(frame)
-        return self._exchange_by_deadline(frame, request.deadline)
-
-    def _surrogate(self, request: AnyRequest) -> InvalidKeyError:
-        """Return the error for a key or collection name that UTF-8 cannot encode (a lone surrogate)."""
+            pass  # raised below, outside the ``except``: the driver's error holds the name
         keys = request.keys if isinstance(request, Keyed) else []
-        return InvalidKeyError(
+        raise InvalidKeyError(
             SURROGATE_NAME,
             backend=self.name,
             collection=getattr(request, "collection", None),
             key=keys[0] if len(keys) == 1 else None,
         )
-
-    async def _exchange_by_deadline(self, frame: bytes, deadline: float) -> Any:
-        try:
-            with anyio.fail_after(max(deadline - time.monotonic(), 0.0)):
-                return await self._exchange(frame)
-        except TimeoutError as exc:
-            if isinstance(exc, KeyValueError):  # the worker's own deadline error
-                raise
-            raise DeadlineExceededError(f"No reply within {self._timeout} s.", backend=self.name) from None
-
-    async def _exchange(self, frame: bytes) -> Any:
-        """Take a place under the in-flight cap, send the frame, wait for the reply slot."""
-        limit = self._limit
-        if limit.used < limit.cap and not limit._waiters:
-            limit.used += 1
-            if limit.used > limit.peak:
-                limit.peak = limit.used
-        else:
-            await limit.acquire()
-        slot = ReplySlot(self._new_event(), time.perf_counter())
-        try:
-            item = (frame, slot)
-            try:
-                self._send.send_nowait(item)
-            except anyio.WouldBlock:
-                await self._send_waiting(item)
-            except anyio.ClosedResourceError:
-                raise RuntimeClosedError("The runtime is closed.", backend=self.name) from None
-            except anyio.BrokenResourceError:
-                raise self._unavailable() from None
-            await slot.arrived.wait()
-        except BaseException:
-            slot.withdrawn = True  # a caller that stops waiting withdraws its request, if not yet sent
-            raise
-        finally:
-            if limit._waiters:
-                limit.release()
-            else:
-                limit.used -= 1
-        if slot.error is not None:
-            raise slot.error
-        return slot.result
-
-    async def _send_waiting(self, item: tuple[bytes, ReplySlot]) -> None:
-        """Wait for room in a full mailbox (backpressure), as the worker's mailbox policy says, then send."""
-        policy = self._worker.mailbox
-        try:
-            if policy.when_full == "fail":
-                raise self._overloaded("The backend's mailbox is full.")
-            if policy.max_wait is None:
-                await self._send.send(item)
-                return
-            with anyio.move_on_after(policy.max_wait) as scope:
-                await self._send.send(item)
-            if scope.cancelled_caught:
-                raise self._overloaded(f"The backend's mailbox stayed full for {policy.max_wait} s.")
-        except anyio.ClosedResourceError:
-            raise RuntimeClosedError("The runtime is closed.", backend=self.name) from None
-        except anyio.BrokenResourceError:
-            raise self._unavailable() from None
-
-    def _overloaded(self, reason: str) -> OverloadedError:
-        self._worker.counters.overloaded += 1
-        return OverloadedError(reason, backend=self.name)
-
-    async def _divert(self, request: AnyRequest) -> Any:
-        """Serve ``request`` from the fallback while the circuit is open, or refuse it at once."""
-        fallback = self._fallback
-        if fallback is not None and (self._fallback_writes or isinstance(request, _READS)):
-            return await fallback._call(request)
-        state = self._worker.state
-        if state == "unavailable":
-            raise BackendUnavailableError("Its restart policy stopped the backend for good.", backend=self.name)
-        if state == "held_down":
-            raise BackendUnavailableError("The backend kept crashing; its supervisor holds it down.", backend=self.name)
-        raise BackendUnavailableError("The backend's circuit is open after repeated failures.", backend=self.name)
-
-    def _unavailable(self) -> Exception:
-        if self._worker.state == "unavailable":
-            return BackendUnavailableError("Its restart policy stopped the backend for good.", backend=self.name)
-        return RuntimeClosedError("The runtime is closed.", backend=self.name)
 
     def _deadline(self) -> float | None:
         return None if self._timeout is None else time.monotonic() + self._timeout
@@ -351,6 +235,130 @@ class Handle:
         return sum(removed)
 
 
+class AttachedHandle(Handle):
+    """A handle served in the runtime's own task group: its caller and its worker share one event loop."""
+
+    __slots__ = ("_fallback", "_fallback_writes", "_limit", "_new_event", "_send", "_worker")
+
+    def __init__(
+        self,
+        worker: Worker,
+        *,
+        new_event: Callable[[], anyio.Event],
+        default_collection: str,
+        limit: InflightLimit,
+        request_timeout: float | None = None,
+        fallback: Handle | None = None,
+        fallback_writes: bool = False,
+    ) -> None:
+        super().__init__(worker.name, default_collection=default_collection, request_timeout=request_timeout)
+        self._worker = worker
+        self._send = worker.send_stream
+        self._new_event = new_event
+        self._limit = limit
+        self._fallback = fallback
+        self._fallback_writes = fallback_writes
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} on {self._worker.backend.kind}>"
+
+    def _call(self, request: AnyRequest) -> Coroutine[Any, Any, Any]:
+        """Return the coroutine that sends ``request`` and gives its reply (or raises its error).
+
+        A plain method choosing among coroutines, so the common path awaits one frame, not two. With
+        a ``request_timeout``, one deadline (the frame's own) covers the wait for a place under the
+        runtime's in-flight cap, for room in a full mailbox, and for the reply.
+        """
+        breaker = self._worker.breaker
+        if breaker.state != CLOSED and not breaker.allow():
+            return self._divert(request)
+        frame = self._frame(request)
+        if request.deadline is None:
+            return self._exchange(frame)
+        return self._exchange_by_deadline(frame, request.deadline)
+
+    async def _exchange_by_deadline(self, frame: bytes, deadline: float) -> Any:
+        try:
+            with anyio.fail_after(max(deadline - time.monotonic(), 0.0)):
+                return await self._exchange(frame)
+        except TimeoutError as exc:
+            if isinstance(exc, KeyValueError):  # the worker's own deadline error
+                raise
+            raise DeadlineExceededError(f"No reply within {self._timeout} s.", backend=self.name) from None
+
+    async def _exchange(self, frame: bytes) -> Any:
+        """Take a place under the in-flight cap, send the frame, wait for the reply slot."""
+        limit = self._limit
+        if limit.used < limit.cap and not limit._waiters:
+            limit.used += 1
+            if limit.used > limit.peak:
+                limit.peak = limit.used
+        else:
+            await limit.acquire()
+        slot = ReplySlot(self._new_event(), time.perf_counter())
+        try:
+            item = (frame, slot)
+            try:
+                self._send.send_nowait(item)
+            except anyio.WouldBlock:
+                await self._send_waiting(item)
+            except anyio.ClosedResourceError:
+                raise RuntimeClosedError("The runtime is closed.", backend=self.name) from None
+            except anyio.BrokenResourceError:
+                raise self._unavailable() from None
+            await slot.arrived.wait()
+        except BaseException:
+            slot.withdrawn = True  # a caller that stops waiting withdraws its request, if not yet sent
+            raise
+        finally:
+            if limit._waiters:
+                limit.release()
+            else:
+                limit.used -= 1
+        if slot.error is not None:
+            raise slot.error
+        return slot.result
+
+    async def _send_waiting(self, item: tuple[bytes, ReplySlot]) -> None:
+        """Wait for room in a full mailbox (backpressure), as the worker's mailbox policy says, then send."""
+        policy = self._worker.mailbox
+        try:
+            if policy.when_full == "fail":
+                raise self._overloaded("The backend's mailbox is full.")
+            if policy.max_wait is None:
+                await self._send.send(item)
+                return
+            with anyio.move_on_after(policy.max_wait) as scope:
+                await self._send.send(item)
+            if scope.cancelled_caught:
+                raise self._overloaded(f"The backend's mailbox stayed full for {policy.max_wait} s.")
+        except anyio.ClosedResourceError:
+            raise RuntimeClosedError("The runtime is closed.", backend=self.name) from None
+        except anyio.BrokenResourceError:
+            raise self._unavailable() from None
+
+    def _overloaded(self, reason: str) -> OverloadedError:
+        self._worker.counters.overloaded += 1
+        return OverloadedError(reason, backend=self.name)
+
+    async def _divert(self, request: AnyRequest) -> Any:
+        """Serve ``request`` from the fallback while the circuit is open, or refuse it at once."""
+        fallback = self._fallback
+        if fallback is not None and (self._fallback_writes or isinstance(request, _READS)):
+            return await fallback._call(request)
+        state = self._worker.state
+        if state == "unavailable":
+            raise BackendUnavailableError("Its restart policy stopped the backend for good.", backend=self.name)
+        if state == "held_down":
+            raise BackendUnavailableError("The backend kept crashing; its supervisor holds it down.", backend=self.name)
+        raise BackendUnavailableError("The backend's circuit is open after repeated failures.", backend=self.name)
+
+    def _unavailable(self) -> Exception:
+        if self._worker.state == "unavailable":
+            return BackendUnavailableError("Its restart policy stopped the backend for good.", backend=self.name)
+        return RuntimeClosedError("The runtime is closed.", backend=self.name)
+
+
 def _with_ttl(entry: Entry | None, now: float) -> tuple[dict[str, Any] | None, float | None]:
     if entry is None:
         return (None, None)
@@ -451,14 +459,18 @@ _SEGMENTS: dict[str, type[Handle]] = {
 }
 
 
-def handle_class(capabilities: Capabilities) -> type[Handle]:
-    """Return the handle class offering exactly the optional segments ``capabilities`` declares."""
-    return _composed(frozenset(name for name in _SEGMENTS if getattr(capabilities, name)))
+_H = TypeVar("_H", bound=Handle)
+
+
+def handle_class(capabilities: Capabilities, transport: type[_H]) -> type[_H]:
+    """Return ``transport`` with exactly the optional segments ``capabilities`` declares mixed in."""
+    segments = frozenset(name for name in _SEGMENTS if getattr(capabilities, name))
+    return cast("type[_H]", _composed(segments, cast("Hashable", transport)))
 
 
 @functools.cache
-def _composed(segments: frozenset[str]) -> type[Handle]:
+def _composed(segments: frozenset[str], transport: Any) -> type[Handle]:
     if not segments:
-        return Handle
-    bases = tuple(_SEGMENTS[name] for name in sorted(segments))
-    return type("Handle", bases, {"__slots__": (), "__doc__": Handle.__doc__})
+        return cast("type[Handle]", transport)
+    bases = (transport, *(_SEGMENTS[name] for name in sorted(segments)))
+    return type(transport.__name__, bases, {"__slots__": (), "__doc__": transport.__doc__})

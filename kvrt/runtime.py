@@ -28,7 +28,7 @@ from anyio.abc import TaskGroup
 from kvrt.backends.base import Backend
 from kvrt.entry import DEFAULT_COLLECTION, collection_name
 from kvrt.errors import KeyValueError, RuntimeClosedError, StoreSetupError
-from kvrt.handle import Handle, handle_class
+from kvrt.handle import AttachedHandle, Handle, handle_class
 from kvrt.hosts import AsyncioThread, HostedBackend, needs_host
 from kvrt.inflight import InflightLimit
 from kvrt.policies import CircuitPolicy, CullPolicy, FallbackPolicy, MailboxPolicy, RestartPolicy, Strategy
@@ -216,7 +216,7 @@ class Runtime:
             capabilities = worker.backend.capabilities
             if capabilities.cull and not capabilities.native_ttl:
                 task_group.start_soon(self._cull_schedule, worker, cull, name=f"kvrt cull {worker.name}")
-            handles[worker.name] = self._handles[worker.name] = handle_class(capabilities)(
+            handles[worker.name] = self._handles[worker.name] = handle_class(capabilities, AttachedHandle)(
                 worker,
                 new_event=self._new_event,
                 default_collection=default,
