@@ -7,6 +7,7 @@ deadlines, backpressure and TTL culling are how the runtime schedules its worker
 
 from importlib.metadata import PackageNotFoundError, version
 
+from kvrt.detached import DetachedRuntime, open
 from kvrt.entry import DEFAULT_COLLECTION
 from kvrt.handle import Handle
 from kvrt.policies import CircuitPolicy, CullPolicy, FallbackPolicy, MailboxPolicy, RestartPolicy
@@ -22,6 +23,7 @@ __all__ = [
     "DEFAULT_COLLECTION",
     "CircuitPolicy",
     "CullPolicy",
+    "DetachedRuntime",
     "FallbackPolicy",
     "Handle",
     "MailboxPolicy",
@@ -29,4 +31,5 @@ __all__ = [
     "Runtime",
     "RuntimeStats",
     "WorkerStats",
+    "open",
 ]

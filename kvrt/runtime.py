@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import anyio
 from anyio.abc import TaskGroup
@@ -35,6 +35,9 @@ from kvrt.policies import CircuitPolicy, CullPolicy, FallbackPolicy, MailboxPoli
 from kvrt.stats import RuntimeStats, WorkerStats
 from kvrt.supervisor import Supervisor
 from kvrt.worker import Worker
+
+if TYPE_CHECKING:
+    from kvrt.detached import DetachedRuntime
 
 
 class Runtime:
@@ -68,6 +71,28 @@ class Runtime:
         self._new_event: type[anyio.Event] = anyio.Event
         self._asyncio_host: AsyncioThread | None = None
         self._closed = False
+
+    @staticmethod
+    def detached(
+        *,
+        mailbox: MailboxPolicy | None = None,
+        restart: RestartPolicy | None = None,
+        cull: CullPolicy | None = None,
+        circuit: CircuitPolicy | None = None,
+        max_in_flight: int = 65_536,
+        shutdown_grace: float = 5.0,
+    ) -> DetachedRuntime:
+        """Return a runtime of your own on a thread of its own: ``rt.open(...)``, ``rt.stats()``, ``rt.close()``."""
+        from kvrt.detached import DetachedRuntime
+
+        return DetachedRuntime(
+            mailbox=mailbox,
+            restart=restart,
+            cull=cull,
+            circuit=circuit,
+            max_in_flight=max_in_flight,
+            shutdown_grace=shutdown_grace,
+        )
 
     async def __aenter__(self) -> Self:
         if self._task_group is not None or self._closed:
@@ -235,6 +260,21 @@ class Runtime:
         except KeyError:
             raise LookupError(f"this runtime has no worker named {name!r}") from None
 
+    async def close_worker(self, name: str) -> None:
+        """Stop the worker called ``name``: it serves what is queued (within the shutdown grace), then closes.
+
+        Its handles then raise :class:`~kvrt.errors.RuntimeClosedError`; the name may be spawned again.
+        """
+        self._running()
+        try:
+            worker = self._workers[name]
+        except KeyError:
+            raise LookupError(f"this runtime has no worker named {name!r}") from None
+        worker.stop_intake()
+        with anyio.move_on_after(self.shutdown_grace, shield=True):
+            await worker.stopped.wait()
+        del self._workers[name], self._handles[name]
+
     def stats(self) -> dict[str, WorkerStats]:
         """Return a snapshot of every worker, by name."""
         return {name: worker.snapshot() for name, worker in self._workers.items()}
@@ -269,6 +309,6 @@ class Runtime:
     @staticmethod
     async def _cull_schedule(worker: Worker, policy: CullPolicy) -> None:
         """Tell ``worker`` to cull every ``policy.interval`` seconds, for as long as it runs."""
-        while True:
+        while not worker.stopped.is_set():
             await anyio.sleep(policy.interval)
             worker.request_cull()

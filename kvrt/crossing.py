@@ -1,0 +1,124 @@
+"""Requests and replies crossing between threads, a batch per wake-up.
+
+A detached runtime runs its workers on an event loop in a thread of its own, while callers run on
+their own loops (asyncio or trio, one or several, one after another) or in plain threads. Waking
+another thread's loop costs far more than a request itself, so each direction goes through a
+:class:`Doorbell`: items queue in a thread-safe deque, and the loop on the other side is woken
+once for everything that arrives before it runs. Callers ring the runtime's doorbell with their
+requests; a worker's round of replies rings each caller loop's doorbell once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+import anyio
+
+from kvrt.reply import ReplySlot
+
+_T = TypeVar("_T")
+
+
+class Doorbell(Generic[_T]):
+    """Hands items to another thread's event loop, waking it once per batch.
+
+    ``schedule`` runs a callback on that loop soon (``loop.call_soon_threadsafe``, a trio token's
+    ``run_sync_soon``) and may be called from any thread; ``serve`` is called there, once per item,
+    in the order they came. A loop that has closed is not woken, and what was for it is dropped.
+    Where serving needs a task rather than a bare callback, ``schedule`` can wake a task that calls
+    :meth:`drain` itself.
+    """
+
+    __slots__ = ("_items", "_rung", "_schedule", "_serve")
+
+    def __init__(self, schedule: Callable[[Callable[[], None]], Any], serve: Callable[[_T], None]) -> None:
+        self._schedule = schedule
+        self._serve = serve
+        self._items: deque[_T] = deque()
+        self._rung = False
+
+    def ring(self, item: _T) -> None:
+        """Queue ``item`` and make sure the other loop will look (appended first, then the flag read)."""
+        self._items.append(item)
+        if not self._rung:
+            self._rung = True
+            try:
+                self._schedule(self._drain)
+            except Exception:  # the loop has closed: nobody is left to serve
+                self._rung = False
+
+    def _drain(self) -> None:
+        self.drain()
+
+    def drain(self) -> None:
+        """Serve every item queued so far (on the loop that was woken)."""
+        self._rung = False  # before taking anything: an item rung in after this is served by the next wake
+        items, serve = self._items, self._serve
+        while items:
+            serve(items.popleft())
+
+
+class RemoteSlot(ReplySlot):
+    """A reply slot whose caller waits on another loop: answering it rings that loop's doorbell."""
+
+    __slots__ = ("_answered", "_doorbell")
+
+    def __init__(self, doorbell: Doorbell[ReplySlot], sent_at: float, event: Any) -> None:
+        super().__init__(event, sent_at)
+        self._doorbell = doorbell
+        self._answered = False
+
+    def resolve(self, result: Any) -> None:
+        """Deliver ``result``; the caller's loop is woken (with the rest of the round's replies)."""
+        self.result = result
+        self._answered = True
+        self._doorbell.ring(self)
+
+    def fail(self, error: BaseException) -> None:
+        """Deliver ``error``; the caller's loop is woken."""
+        self.error = error
+        self._answered = True
+        self._doorbell.ring(self)
+
+    @property
+    def done(self) -> bool:
+        """Whether an answer has been delivered (the caller may not have woken yet)."""
+        return self._answered
+
+
+def _wake(slot: ReplySlot) -> None:
+    slot.arrived.set()
+
+
+class _CallerLoop(threading.local):
+    key: object = None
+    doorbell: Doorbell[ReplySlot] | None = None
+    new_event: Callable[[], Any] = anyio.Event
+
+
+_caller = _CallerLoop()
+
+
+def caller_doorbell() -> tuple[Doorbell[ReplySlot], Callable[[], Any]]:
+    """Return the doorbell of the event loop running the calling task, and its event class.
+
+    One per loop, made on its first use: a thread that runs ``asyncio.run`` twice, or trio after
+    asyncio, gets a new one for each loop, and replies never go to a loop that is gone.
+    """
+    try:
+        loop: Any = asyncio.get_running_loop()
+        schedule = loop.call_soon_threadsafe
+    except RuntimeError:  # not asyncio: trio (the only other loop anyio runs on)
+        import trio
+
+        loop = trio.lowlevel.current_trio_token()
+        schedule = loop.run_sync_soon
+    caller = _caller
+    if caller.key is not loop or caller.doorbell is None:
+        caller.key, caller.doorbell = loop, Doorbell(schedule, _wake)
+        caller.new_event = type(anyio.Event())  # looking up the loop's library once, not per request
+    return caller.doorbell, caller.new_event

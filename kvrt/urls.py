@@ -1,0 +1,175 @@
+"""One URL parser for every entry point: a scheme names a backend, the rest its plain options.
+
+``memory://``, ``disk:///abs/path`` (or ``disk://relative/path``), ``multidisk:///path``,
+``redis://``, ``rediss://``, ``redis+cluster://``, ``valkey://``, ``valkeys://`` and ``null://``.
+Query parameters set the backend's plain options (``memory://?max_entries_per_collection=500``,
+``disk:///var/cache/app?size_limit=1000000``) and the spawn options that are plain values
+(``request_timeout``, ``name``, ``default_collection``); a Redis URL passes the rest of its query to
+redis-py. A backend's module (and so its driver) is imported only when its scheme is opened, and
+a missing driver names the extra that installs it. An error about a URL never shows its
+credentials; :func:`redacted` is the URL as kvrt shows it anywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
+
+from kvrt.backends.base import Backend
+
+Options = dict[str, str]
+_SPAWN_OPTIONS: dict[str, Callable[[str, str], Any]] = {}
+
+
+def _positive_float(name: str, text: str) -> float:
+    try:
+        number = float(text)
+    except ValueError:
+        number = -1.0
+    if not 0 < number < float("inf"):
+        raise ValueError(f"URL parameter {name!r} must be a positive number of seconds")
+    return number
+
+
+def _positive_int(name: str, text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"URL parameter {name!r} must be a positive whole number")
+    return int(text)
+
+
+def _text(name: str, text: str) -> str:
+    if not text:
+        raise ValueError(f"URL parameter {name!r} must not be empty")
+    return text
+
+
+_SPAWN_OPTIONS.update(request_timeout=_positive_float, name=_text, default_collection=_text)
+
+
+def _no_more(scheme: str, options: Options) -> None:
+    if options:
+        unknown = ", ".join(sorted(options))
+        raise ValueError(f"{scheme}:// URLs take no parameter {unknown}")
+
+
+def _path(url: SplitResult) -> str:
+    """Return the directory a ``disk://`` URL names: ``disk:///abs`` is absolute, ``disk://rel/dir`` relative."""
+    path = url.netloc + url.path
+    if not path:
+        raise ValueError(
+            f"{url.scheme}:// URLs name a directory: {url.scheme}:///absolute/path or {url.scheme}://relative"
+        )
+    return path
+
+
+def _memory(url: SplitResult, options: Options) -> Backend:
+    from kvrt.backends.memory import MemoryBackend
+
+    kwargs: dict[str, Any] = {}
+    if "max_entries_per_collection" in options:
+        kwargs["max_entries_per_collection"] = _positive_int(
+            "max_entries_per_collection", options.pop("max_entries_per_collection")
+        )
+    _no_more("memory", options)
+    return MemoryBackend(**kwargs)
+
+
+def _disk_options(options: Options) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if "size_limit" in options:
+        kwargs["size_limit"] = _positive_int("size_limit", options.pop("size_limit"))
+    if "eviction_policy" in options:
+        kwargs["eviction_policy"] = options.pop("eviction_policy")
+        if kwargs["eviction_policy"] not in ("least-recently-stored", "least-recently-used", "least-frequently-used"):
+            raise ValueError("URL parameter 'eviction_policy' must be a diskcache eviction policy")
+    return kwargs
+
+
+def _disk(url: SplitResult, options: Options) -> Backend:
+    from kvrt.backends.disk import DiskBackend
+
+    kwargs = _disk_options(options)
+    _no_more("disk", options)
+    return DiskBackend(_path(url), **kwargs)
+
+
+def _multidisk(url: SplitResult, options: Options) -> Backend:
+    from kvrt.backends.multi_disk import MultiDiskBackend
+
+    kwargs = _disk_options(options)
+    _no_more("multidisk", options)
+    return MultiDiskBackend(_path(url), **kwargs)
+
+
+def _redis(url: SplitResult, options: Options) -> Backend:
+    from kvrt.backends.redis import RedisBackend
+
+    scheme = {"redis+cluster": "redis", "valkey": "redis", "valkeys": "rediss"}.get(url.scheme, url.scheme)
+    pool_size = _positive_int("pool_size", options.pop("pool_size")) if "pool_size" in options else 8
+    rest = url._replace(scheme=scheme, query=urlencode(options))  # redis-py reads the other parameters
+    options.clear()
+    return RedisBackend(urlunsplit(rest), cluster=url.scheme == "redis+cluster", pool_size=pool_size)
+
+
+def _null(url: SplitResult, options: Options) -> Backend:
+    from kvrt.backends.null import NullBackend
+
+    _no_more("null", options)
+    return NullBackend()
+
+
+SCHEMES: dict[str, Callable[[SplitResult, Options], Backend]] = {
+    "memory": _memory,
+    "disk": _disk,
+    "multidisk": _multidisk,
+    "redis": _redis,
+    "rediss": _redis,
+    "redis+cluster": _redis,
+    "valkey": _redis,
+    "valkeys": _redis,
+    "null": _null,
+}
+"""Every scheme kvrt opens, and what makes its backend; later backends add theirs with :func:`register`."""
+
+
+def register(scheme: str, factory: Callable[[SplitResult, Options], Backend]) -> None:
+    """Make ``scheme://`` URLs open the backend ``factory`` builds (it pops the query options it takes)."""
+    SCHEMES[scheme] = factory
+
+
+def parse_url(url: str) -> tuple[Backend, dict[str, Any]]:
+    """Return the backend ``url`` names and the spawn options its query gives.
+
+    Raises ``ValueError`` for an unknown scheme (listing the known ones) or a bad parameter, and
+    :class:`~kvrt.errors.MissingExtraError` where the scheme's driver is not installed.
+    """
+    if not isinstance(url, str):
+        raise TypeError(f"a URL must be a str, not {type(url).__name__}")
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ValueError("not a URL kvrt can read") from None
+    factory = SCHEMES.get(parts.scheme.lower())
+    if factory is None:
+        known = ", ".join(f"{scheme}://" for scheme in SCHEMES)
+        shown = f"{parts.scheme}://" if parts.scheme else "no scheme"
+        raise ValueError(f"kvrt cannot open {shown} URLs; known schemes: {known}")
+    parts = parts._replace(scheme=parts.scheme.lower())
+    options: Options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    spawn = {name: _SPAWN_OPTIONS[name](name, options.pop(name)) for name in list(options) if name in _SPAWN_OPTIONS}
+    return factory(parts._replace(query=""), options), spawn
+
+
+def redacted(url: str) -> str:
+    """``url`` with any password replaced by ``***``: how kvrt shows a URL anywhere."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unreadable URL>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
