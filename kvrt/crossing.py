@@ -14,7 +14,7 @@ import asyncio
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
 
@@ -62,12 +62,19 @@ class Doorbell(Generic[_T]):
             serve(items.popleft())
 
 
+class Bell(Protocol):
+    """Whatever a :class:`RemoteSlot` rings when answered: a loop's :class:`Doorbell`, or a thread's event."""
+
+    def ring(self, item: ReplySlot, /) -> None:
+        """Wake whoever waits on ``item``."""
+
+
 class RemoteSlot(ReplySlot):
-    """A reply slot whose caller waits on another loop: answering it rings that loop's doorbell."""
+    """A reply slot whose caller waits on another loop or thread: answering it rings that caller's bell."""
 
     __slots__ = ("_answered", "_doorbell")
 
-    def __init__(self, doorbell: Doorbell[ReplySlot], sent_at: float, event: Any) -> None:
+    def __init__(self, doorbell: Bell, sent_at: float, event: Any) -> None:
         super().__init__(event, sent_at)
         self._doorbell = doorbell
         self._answered = False
@@ -92,6 +99,16 @@ class RemoteSlot(ReplySlot):
 
 def _wake(slot: ReplySlot) -> None:
     slot.arrived.set()
+
+
+class ThreadBell:
+    """The bell of a blocked thread: its slot's event is a ``threading.Event``, set from any thread."""
+
+    __slots__ = ()
+
+    def ring(self, slot: ReplySlot, /) -> None:
+        """Wake the thread waiting on ``slot``."""
+        slot.arrived.set()
 
 
 class _CallerLoop(threading.local):
