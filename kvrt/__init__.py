@@ -5,7 +5,7 @@ Each backend runs as a supervised worker actor that owns its driver; client hand
 deadlines, backpressure and TTL culling are how the runtime schedules its workers.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from kvrt.detached import DetachedRuntime, open
 from kvrt.entry import DEFAULT_COLLECTION
@@ -14,10 +14,18 @@ from kvrt.policies import CircuitPolicy, CullPolicy, FallbackPolicy, MailboxPoli
 from kvrt.runtime import Runtime
 from kvrt.stats import RuntimeStats, WorkerStats
 
-try:
-    __version__ = version("kvrt")
-except PackageNotFoundError:  # run from a source tree that was never installed
-    __version__ = "0+unknown"
+
+def __getattr__(name: str) -> Any:
+    """``kvrt.__version__``, read from the installed package's metadata only when asked for."""
+    if name != "__version__":
+        raise AttributeError(f"module 'kvrt' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kvrt")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
 
 __all__ = [
     "DEFAULT_COLLECTION",

@@ -12,7 +12,14 @@ from typing import Any
 ExtraInfo = dict[str, str | int | float | bool | None]
 
 
-class KeyValueError(Exception):
+class _Root(Exception):
+    """A plain base under every kvrt error, so the reference's classes can become their bases too.
+
+    (A class's bases can be changed only between bases of one layout; ``Exception`` itself is not one.)
+    """
+
+
+class KeyValueError(_Root):
     """Base of every error kvrt raises on purpose.
 
     ``backend``, ``collection`` and ``key`` say where it happened, when known; ``extra_info``
@@ -43,7 +50,7 @@ class KeyValueError(Exception):
         self.collection = collection
         self.key = key
         self.message = self._compose()
-        super().__init__(self.message)
+        Exception.__init__(self, self.message)  # not super(): the reference's __init__ may follow in the MRO
 
     def _compose(self) -> str:
         facts: ExtraInfo = {}
@@ -196,3 +203,12 @@ class MissingExtraError(ImportError):
     An ``ImportError`` (not a :class:`KeyValueError`): it is raised when a backend module is
     imported, before any store exists.
     """
+
+
+def _join_the_reference() -> None:
+    from kvrt import reference_errors
+
+    reference_errors.join_when_imported(globals())
+
+
+_join_the_reference()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 import kvrt.errors as errors
@@ -72,7 +75,14 @@ STORE_CLASSES = [cls for cls in TREE_CLASSES if cls is not KeyValueStoreError an
 @pytest.mark.parametrize(("cls", "parent"), TREE, ids=[cls.__name__ for cls, _ in TREE])
 def test_tree_parent(cls: type[Exception], parent: type[Exception]) -> None:
     assert issubclass(cls, parent)
-    assert cls.__bases__ == (parent,), "the direct parent is the one SPEC.md section 6 names"
+    kvrt_bases = [base for base in cls.__bases__ if not base.__module__.startswith("key_value.")]
+    if cls is KeyValueError:  # under a plain base of its own, which lets the reference's tree be joined in
+        assert [base.__name__ for base in kvrt_bases] == ["_Root"]
+        assert kvrt_bases[0].__bases__ == (parent,)
+    else:
+        assert kvrt_bases == [parent], "the direct parent is the one SPEC.md section 6 names"
+    others = [base for base in cls.__bases__ if base not in kvrt_bases]
+    assert [base.__name__ for base in others] in ([], [_reference_name(cls)]), "only the reference's namesake joins"
     assert getattr(errors, cls.__name__) is cls, "importable from kvrt.errors under its own name"
 
 
@@ -278,7 +288,11 @@ def test_reference_error_names_exist_in_kvrt() -> None:
 
 def _ancestor_names(cls: type) -> set[str]:
     renamed = {"BaseKeyValueError": "KeyValueError"}
-    return {renamed.get(base.__name__, base.__name__) for base in cls.__mro__}
+    return {renamed.get(base.__name__, base.__name__) for base in cls.__mro__} - {"_Root"}
+
+
+def _reference_name(cls: type) -> str:
+    return "BaseKeyValueError" if cls.__name__ == "KeyValueError" else cls.__name__
 
 
 def test_reference_tree_matches_by_name() -> None:
@@ -294,3 +308,53 @@ def test_reference_tree_matches_by_name() -> None:
 def test_missing_extra_is_an_import_error() -> None:
     assert issubclass(errors.MissingExtraError, ImportError)
     assert not issubclass(errors.MissingExtraError, errors.KeyValueError)
+
+
+def _raise(name: str) -> None:
+    cls = getattr(errors, "KeyValueError" if name == "BaseKeyValueError" else name)
+    raise cls(30) if cls is errors.InvalidTTLError else cls("refused", backend="b", key="k")
+
+
+def test_every_reference_error_catches_kvrts_of_the_same_name() -> None:
+    reference = reference_module("key_value.aio.errors")
+    names = sorted(_error_names(reference))
+    assert "SerializationError" in names
+    for name in names:
+        with pytest.raises(getattr(reference, name)) as raised:
+            _raise(name)
+        assert isinstance(raised.value, errors.KeyValueError)
+        assert raised.value.backend == "b" or name == "InvalidTTLError"
+        assert raised.value.message == str(raised.value)  # kvrt's message, not the reference's re-made one
+
+
+def test_runtime_errors_are_caught_as_the_references_base() -> None:
+    reference = reference_module("key_value.aio.errors")
+    for cls in (errors.DeadlineExceededError, errors.BackendUnavailableError, errors.RuntimeClosedError):
+        with pytest.raises(reference.BaseKeyValueError):
+            raise cls("no", backend="b")
+    with pytest.raises(reference.KeyValueStoreError):
+        raise errors.BackendUnavailableError("down")
+    with pytest.raises(TimeoutError):
+        raise errors.DeadlineExceededError("late")
+
+
+@pytest.mark.parametrize("first", ["kvrt", "the reference"])
+def test_the_reference_catches_kvrts_errors_whichever_is_imported_first(first: str) -> None:
+    reference_module("key_value.aio.errors")  # installed (or, under CI, a failure)
+    imports = ["import kvrt.errors as kvrt_errors", "import key_value.aio.errors as reference"]
+    if first == "the reference":
+        imports.reverse()
+    script = "\n".join(
+        [
+            *imports,
+            "for name in ('SerializationError', 'InvalidTTLError', 'StoreSetupError', 'BaseKeyValueError'):",
+            "    ours = getattr(kvrt_errors, 'KeyValueError' if name == 'BaseKeyValueError' else name)",
+            "    try:",
+            "        raise ours(5) if ours is kvrt_errors.InvalidTTLError else ours('x')",
+            "    except getattr(reference, name):",
+            "        pass",
+            "print('caught')",
+        ]
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert result.stdout.strip() == "caught", result.stderr

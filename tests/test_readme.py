@@ -124,6 +124,24 @@ def test_import_kvrt_after_a_plain_install(fresh: FreshInstall) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_handles_and_errors_work_without_the_reference(fresh: FreshInstall) -> None:
+    script = """
+import sys, kvrt, kvrt.sync
+from kvrt.errors import InvalidTTLError
+cache = kvrt.sync.open("memory://")
+cache.put("k", {"v": 1})
+assert cache.get("k") == {"v": 1}
+try:
+    cache.put("k", {"v": 1}, ttl=-1)
+except InvalidTTLError:
+    pass
+assert "key_value" not in sys.modules
+print("ok")
+"""
+    result = fresh.run("-c", script)
+    assert result.stdout.strip() == "ok", result.stderr
+
+
 @pytest.mark.parametrize(("module", "extra"), OPTIONAL.items())
 def test_a_missing_driver_names_its_extra(fresh: FreshInstall, module: str, extra: str) -> None:
     result = fresh.run("-c", f"import {module}")
