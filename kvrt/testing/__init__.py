@@ -12,9 +12,24 @@ Subclass a suite in a test module and give it a ``backend`` fixture that returns
 
 Every test runs under asyncio and under trio. :class:`ConformanceSuite` holds every clause of the
 behavioural contract; :class:`ValidationSuite`, the clauses about refusing bad input, is the part that
-applies even to a backend that stores nothing.
+applies even to a backend that stores nothing. :class:`DetachedConformanceSuite` and
+:class:`BlockingConformanceSuite` run the whole suite again through ``kvrt.open`` and ``kvrt.sync``.
 """
 
-from kvrt.testing.conformance import ConformanceSuite, ValidationSuite, raw_get, raw_put
+from kvrt.testing.conformance import (
+    BlockingConformanceSuite,
+    ConformanceSuite,
+    DetachedConformanceSuite,
+    ValidationSuite,
+    raw_get,
+    raw_put,
+)
 
-__all__ = ["ConformanceSuite", "ValidationSuite", "raw_get", "raw_put"]
+__all__ = [
+    "BlockingConformanceSuite",
+    "ConformanceSuite",
+    "DetachedConformanceSuite",
+    "ValidationSuite",
+    "raw_get",
+    "raw_put",
+]

@@ -17,7 +17,9 @@ import anyio
 import pytest
 
 from kvrt import frames
+from kvrt import sync as kvrt_sync
 from kvrt.backends.base import Backend
+from kvrt.detached import DetachedRuntime
 from kvrt.entry import DEFAULT_COLLECTION
 from kvrt.errors import (
     DeserializationError,
@@ -709,3 +711,32 @@ class ConformanceSuite(ValidationSuite):
         assert await store.get("a", collection="one") is None
         assert await store.get("b", collection="two") is None
         assert await store.destroy() is False
+
+
+class DetachedConformanceSuite(ConformanceSuite):
+    """The whole suite again, through a handle of a detached runtime (``kvrt.open``)."""
+
+    @pytest.fixture
+    async def store(self, backend: Backend) -> AsyncIterator[Handle]:
+        """Open the backend under test on a detached runtime of the test's own."""
+        runtime = DetachedRuntime()
+        try:
+            yield runtime.open(backend, name="conformance")
+        finally:
+            await runtime.aclose()
+
+
+class BlockingConformanceSuite(ConformanceSuite):
+    """The whole suite again, through the blocking transport ``kvrt.sync`` handles run on.
+
+    Each call blocks the test's loop until the detached runtime's thread answers it.
+    """
+
+    @pytest.fixture
+    async def store(self, backend: Backend) -> AsyncIterator[Handle]:
+        """Open the backend under test as a ``kvrt.sync`` handle, and test the handle it drives."""
+        runtime = DetachedRuntime()
+        try:
+            yield kvrt_sync.open(backend, runtime=runtime, name="conformance")._handle
+        finally:
+            await runtime.aclose()
