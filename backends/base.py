@@ -44,7 +44,9 @@ class Backend:
     """Base class of every backend; subclasses override what their :attr:`capabilities` declare.
 
     Keys in one call may repeat: a later put of the same key wins, a later delete of it finds
-    nothing. Calls come from one worker, one at a time unless ``capabilities.concurrency`` says
+    nothing. A backend may be made on one event loop (or none: at import time) and run on
+    another, so it makes its clients, pools and anyio primitives in :meth:`open` or later, never
+    in ``__init__``. Calls come from one worker, one at a time unless ``capabilities.concurrency`` says
     the backend takes more, so a backend with the default needs no locking of its own.
     """
 

@@ -104,12 +104,14 @@ class DiskBackend(Backend):
         self._eviction_policy = eviction_policy if size_limit is not None else "none"
         self._cache = cache
         self._owns_cache = cache is None
-        self._thread = anyio.CapacityLimiter(1)
+        self._thread: anyio.CapacityLimiter | None = None  # made in open(): it belongs to the worker's loop
         self._cull_cursor: float | None = None
         self._cull_stride = 1.0
 
     async def _run(self, call: Callable[..., _T], *args: Any) -> _T:
         """Run a blocking call on this backend's thread lane, in order, off the event loop."""
+        if self._thread is None:
+            self._thread = anyio.CapacityLimiter(1)
         return await anyio.to_thread.run_sync(call, *args, limiter=self._thread)
 
     @property

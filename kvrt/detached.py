@@ -87,7 +87,7 @@ class DetachedRuntime:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def open(self, target: Backend | str, **spawn_options: Any) -> Handle:
+    def open(self, target: Backend | str, **spawn_options: Any) -> DetachedHandle:
         """Return a handle on ``target`` (a backend, or a URL naming one), served by this runtime.
 
         ``spawn_options`` are :meth:`Runtime.spawn`'s (``name``, ``request_timeout``, policies, ...); a
@@ -333,9 +333,11 @@ class DetachedHandle(Handle):
         if remote.closed:
             return
         remote.closed = True
-        if remote.runtime._closed or remote.runtime._thread is None:
-            return
-        remote.runtime.call(lambda: remote.runtime._close_worker(remote)).result()
+        runtime = remote.runtime
+        if not runtime._closed and runtime._thread is not None:
+            runtime.call(lambda: runtime._close_worker(remote)).result()
+        with runtime._lock:
+            runtime._names.discard(remote.name)  # the name may be opened again
 
     async def aclose(self) -> None:
         """:meth:`close`, awaited from an event loop without blocking it."""

@@ -1,0 +1,156 @@
+"""Handles made where a store is made: at import time, used from any loop and thread, closed from anywhere."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import redis
+
+import kvrt
+import kvrt.sync
+from kvrt.errors import RuntimeClosedError
+from kvrt.testing.servers import RedisTarget
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["memory", "disk", "redis"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "memory":
+        yield "memory://"
+    elif request.param == "disk":
+        yield f"disk://{tmp_path / 'cache'}"
+    else:
+        server: RedisTarget = request.getfixturevalue("redis_server")
+        server.flush()
+        yield server.url
+
+
+def run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+IMPORT_TIME_HANDLE = """
+    import asyncio, sys, threading
+    import anyio
+    import kvrt, kvrt.sync
+
+    cache = kvrt.open(sys.argv[1], name="cache")  # made at import time: no loop is running
+    blocking = kvrt.sync.open(sys.argv[1], name="blocking")
+    assert threading.active_count() == 1, "nothing starts before the first call"
+
+    async def use(tag):
+        await cache.put(tag, {"tag": tag}, ttl=60)
+        assert await cache.get(tag) == {"tag": tag}
+        async with anyio.create_task_group() as group:  # the framework's own tasks
+            for n in range(16):
+                group.start_soon(cache.put, f"{tag}-{n}", {"n": n})
+        assert await cache.get_many([f"{tag}-{n}" for n in range(16)]) == [{"n": n} for n in range(16)]
+
+    asyncio.run(use("first asyncio run"))
+    asyncio.run(use("second asyncio run"))  # a new loop: the same handle still works
+    anyio.run(use, "trio run", backend="trio")
+
+    def thread(number):
+        for n in range(200):
+            blocking.put(f"t{number}-{n}", {"n": n})
+            assert blocking.get(f"t{number}-{n}") == {"n": n}
+
+    threads = [threading.Thread(target=thread, args=(number,)) for number in range(8)]
+    for each in threads:
+        each.start()
+    for each in threads:
+        each.join()
+    assert blocking.get_many([f"t7-{n}" for n in range(200)]) == [{"n": n} for n in range(200)]
+    cache_stats, blocking_stats = (kvrt.detached.default_runtime().stats()[name] for name in ("cache", "blocking"))
+    print(cache_stats.ops.get("put"), blocking_stats.ops.get("put"), cache_stats.errors, blocking_stats.errors)
+    kvrt.detached.default_runtime().close()
+    print([thread.name for thread in threading.enumerate()])
+"""
+
+
+def test_a_handle_made_at_import_time_serves_every_loop_and_thread(url: str) -> None:
+    result = run_script(IMPORT_TIME_HANDLE, url)
+    assert result.returncode == 0, result.stderr
+    counts, threads = result.stdout.strip().splitlines()
+    assert counts == "51 1600 {} {}"  # 3 runs of 17 puts; 8 threads of 200
+    assert threads == "['MainThread']", "no thread is left after close"
+
+
+WRITE_THEN_EXIT = """
+    import asyncio, sys
+    import kvrt
+
+    cache = kvrt.open(sys.argv[1])
+
+    async def main():
+        await cache.put("last words", {"said": True})  # acknowledged; the process ends right after
+
+    asyncio.run(main())
+"""
+
+READ_BACK = """
+    import sys
+    import kvrt.sync
+
+    print(kvrt.sync.open(sys.argv[1]).get("last words"))
+"""
+
+
+def test_an_acknowledged_write_just_before_exit_is_there_for_the_next_process(tmp_path: Path) -> None:
+    url = f"disk://{tmp_path / 'cache'}"
+    wrote = run_script(WRITE_THEN_EXIT, url)
+    assert wrote.returncode == 0, wrote.stderr
+    assert wrote.stderr == ""
+    read = run_script(READ_BACK, url)
+    assert read.stdout.strip() == "{'said': True}", read.stderr
+
+
+async def test_setup_and_teardown_in_different_tasks(url: str) -> None:
+    """What pytest-asyncio fixtures and framework lifespans do: open in one task, close in another."""
+    runtime = kvrt.Runtime.detached()
+    opened: dict[str, Any] = {}
+
+    async def setup() -> None:
+        opened["cache"] = runtime.open(url, name="cache")
+        await opened["cache"].put("k", {"v": 1})
+
+    async def teardown() -> None:
+        await opened["cache"].aclose()
+        await runtime.aclose()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(setup)
+    assert await opened["cache"].get("k") == {"v": 1}  # the test body, in yet another task
+    async with anyio.create_task_group() as group:
+        group.start_soon(teardown)
+    with pytest.raises(RuntimeClosedError):
+        await opened["cache"].get("k")
+    assert not [thread for thread in threading.enumerate() if thread.name == "kvrt detached runtime"]
+
+
+async def test_closing_a_handle_stops_its_worker_and_leaves_no_connection(redis_server: RedisTarget) -> None:
+    admin = redis.Redis.from_url(redis_server.url)
+    try:
+        before = len(admin.client_list())
+        with kvrt.Runtime.detached() as runtime:
+            async with runtime.open(redis_server.url, name="cache") as cache:
+                await cache.put("k", {"v": 1})
+                assert len(admin.client_list()) > before
+            assert "cache" not in runtime.stats()
+            assert len(admin.client_list()) == before, "the worker's connections are closed with it"
+            again = runtime.open(redis_server.url, name="cache")  # the name is free again
+            assert await again.get("k") == {"v": 1}
+        assert len(admin.client_list()) == before
+    finally:
+        admin.close()
