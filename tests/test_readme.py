@@ -152,6 +152,14 @@ def test_a_missing_driver_names_its_extra(fresh: FreshInstall, module: str, extr
     assert "ModuleNotFoundError" not in result.stderr  # the driver's own error is not shown as well
 
 
+@pytest.mark.parametrize(("url", "extra"), [("redis://localhost", "redis"), ("valkey://localhost", "redis")])
+def test_a_url_whose_driver_is_missing_names_its_extra(fresh: FreshInstall, url: str, extra: str) -> None:
+    result = fresh.run("-c", f"import kvrt; kvrt.open({url!r})")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("kvrt.errors.MissingExtraError: "), result.stderr
+    assert f"pip install 'kvrt[{extra}]'" in result.stderr
+
+
 def test_demo_under_trio_without_trio_says_what_to_install(fresh: FreshInstall) -> None:
     result = fresh.run("-m", "kvrt", "demo", "--loop", "trio", "--seconds", "0.5")
     assert result.returncode == 2

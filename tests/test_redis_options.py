@@ -15,6 +15,7 @@ import redis.asyncio
 import redis.exceptions
 import structlog.testing
 
+import kvrt
 from kvrt import RestartPolicy, Runtime
 from kvrt.backends.layout import compound_key
 from kvrt.backends.redis import RedisBackend
@@ -179,6 +180,14 @@ async def test_rediss_urls_use_tls_and_check_the_certificate(tls_server: tuple[R
         assert await store.get("k") == {"v": 1}
         with pytest.raises(StoreSetupError):  # the server's certificate is not signed by a CA we trust
             await runtime.spawn(RedisBackend(url), name="untrusted")
+
+
+async def test_rediss_urls_open_through_kvrt_open(tls_server: tuple[RedisProcess, int, Path]) -> None:
+    _, tls_port, cert = tls_server
+    with kvrt.Runtime.detached() as runtime:
+        store = runtime.open(f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={cert}")
+        await store.put("k", {"v": "over tls"})
+        assert await store.get("k") == {"v": "over tls"}
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the reference's RedisStore runs on asyncio only

@@ -1,0 +1,170 @@
+"""One URL parser for every entry point: each scheme opens the backend it names, on a real server."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+import redis
+import structlog.testing
+
+import kvrt
+from kvrt.backends.disk import DiskBackend
+from kvrt.backends.memory import MemoryBackend
+from kvrt.backends.multi_disk import MultiDiskBackend
+from kvrt.backends.null import NullBackend
+from kvrt.backends.redis import RedisBackend
+from kvrt.errors import KeyValueError
+from kvrt.testing.servers import RedisTarget
+from kvrt.urls import SCHEMES, parse_url, redacted
+
+pytestmark = pytest.mark.anyio
+
+
+async def _round_trip(url: str, **options: Any) -> kvrt.detached.DetachedHandle:
+    """Open ``url`` on a detached runtime of its own, put and get one entry, and close it."""
+    with kvrt.Runtime.detached() as runtime:
+        handle = runtime.open(url, **options)
+        await handle.put("k", {"from": url.split(":")[0]})
+        assert await handle.get("k") == {"from": url.split(":")[0]}
+        return handle
+
+
+async def test_memory_urls_take_the_bound() -> None:
+    backend, spawn = parse_url("memory://?max_entries_per_collection=2&request_timeout=1.5&name=sessions")
+    assert isinstance(backend, MemoryBackend)
+    assert backend.max_entries_per_collection == 2
+    assert spawn == {"request_timeout": 1.5, "name": "sessions"}
+    with kvrt.Runtime.detached() as runtime:
+        handle = runtime.open("memory://?max_entries_per_collection=2")
+        await handle.put_many(["a", "b", "c"], [{"v": 1}, {"v": 2}, {"v": 3}])
+        assert await handle.get_many(["a", "b", "c"]) == [None, {"v": 2}, {"v": 3}]
+
+
+async def test_disk_urls_name_absolute_and_relative_directories(tmp_path: Path) -> None:
+    backend, _ = parse_url(f"disk://{tmp_path}/cache?size_limit=1000000")
+    assert isinstance(backend, DiskBackend)
+    assert backend.directory == tmp_path / "cache"
+    await _round_trip(f"disk://{tmp_path}/cache")
+    assert (tmp_path / "cache" / "cache.db").exists()
+    previous = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        relative, _ = parse_url("disk://relative/dir")
+        assert isinstance(relative, DiskBackend)
+        assert relative.directory == Path("relative/dir")
+        await _round_trip("disk://relative/dir")
+        assert (tmp_path / "relative" / "dir" / "cache.db").exists()
+    finally:
+        os.chdir(previous)
+
+
+async def test_multidisk_urls_keep_a_directory_per_collection(tmp_path: Path) -> None:
+    backend, _ = parse_url(f"multidisk://{tmp_path}/base")
+    assert isinstance(backend, MultiDiskBackend)
+    await _round_trip(f"multidisk://{tmp_path}/base")
+    assert (tmp_path / "base" / "default_collection").is_dir()
+
+
+async def test_null_urls_store_nothing() -> None:
+    backend, _ = parse_url("null://")
+    assert isinstance(backend, NullBackend)
+    with kvrt.Runtime.detached() as runtime:
+        handle = runtime.open("null://")
+        await handle.put("k", {"v": 1})
+        assert await handle.get("k") is None
+
+
+async def test_redis_urls(redis_server: RedisTarget) -> None:
+    redis_server.flush()
+    backend, _ = parse_url(redis_server.url + "?pool_size=2&request_timeout=2")
+    assert isinstance(backend, RedisBackend)
+    await _round_trip(redis_server.url)
+    with redis.Redis.from_url(redis_server.url) as raw:
+        assert raw.exists("default_collection::k")
+
+
+async def test_valkey_urls(valkey_server: RedisTarget) -> None:
+    valkey_server.flush()
+    url = valkey_server.url.replace("redis://", "valkey://")
+    backend, _ = parse_url(url)
+    assert isinstance(backend, RedisBackend)
+    assert backend.url is not None
+    assert backend.url.startswith("redis://")
+    await _round_trip(url)
+    with redis.Redis.from_url(valkey_server.url) as raw:
+        assert raw.exists("default_collection::k")
+
+
+async def test_redis_cluster_urls(redis_cluster_server: RedisTarget) -> None:
+    redis_cluster_server.flush()
+    url = redis_cluster_server.url.replace("redis://", "redis+cluster://")
+    backend, _ = parse_url(url)
+    assert isinstance(backend, RedisBackend)
+    assert backend._cluster
+    await _round_trip(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://host/db", "cannot open mysql:// URLs; known schemes: memory://, disk://"),
+        ("no-scheme-here", "no scheme"),
+        ("memory://?max_entries_per_collection=lots", "'max_entries_per_collection' must be a positive whole number"),
+        ("memory://?colour=blue", "memory:// URLs take no parameter colour"),
+        ("disk://", "disk:// URLs name a directory"),
+        ("disk:///tmp/x?eviction_policy=random", "'eviction_policy' must be a diskcache eviction policy"),
+        ("memory://?request_timeout=-1", "'request_timeout' must be a positive number of seconds"),
+        ("redis://localhost?pool_size=0", "'pool_size' must be a positive whole number"),
+    ],
+)
+def test_bad_urls_are_value_errors_that_say_why(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        kvrt.open(url, runtime=kvrt.Runtime.detached())
+
+
+def test_every_scheme_is_listed_when_one_is_unknown() -> None:
+    with pytest.raises(ValueError, match="known schemes") as raised:
+        parse_url("nosuch://x")
+    for scheme in ("memory", "disk", "multidisk", "redis", "rediss", "redis+cluster", "valkey", "null"):
+        assert f"{scheme}://" in str(raised.value)
+    assert set(SCHEMES) >= {"memory", "disk", "multidisk", "redis", "rediss", "redis+cluster", "valkey", "null"}
+
+
+def test_redacted_hides_the_password_only() -> None:
+    assert redacted("redis://user:hunter2@host:6379/0") == "redis://user:***@host:6379/0"
+    assert redacted("redis://host:6379/0") == "redis://host:6379/0"
+
+
+async def test_a_password_in_a_url_appears_nowhere(redis_server: RedisTarget) -> None:
+    host, port = redis_server.nodes[0]
+    with redis.Redis(host=host, port=port) as admin:
+        admin.acl_setuser("kvrt-url", enabled=True, passwords=["+pw-s3cr3t-1"], keys=["*"], commands=["+@all"])
+    shown: list[str] = []
+    try:
+        with structlog.testing.capture_logs() as logs, kvrt.Runtime.detached() as runtime:
+            good = runtime.open(f"redis://kvrt-url:pw-s3cr3t-1@{host}:{port}/0", name="good")
+            await good.put("k", {"v": 1})
+            bad = runtime.open(f"redis://kvrt-url:pw-wrong-2@{host}:{port}/0", name="bad")
+            for _ in range(2):
+                with pytest.raises(KeyValueError) as refused:
+                    await bad.get("k")
+                error: BaseException | None = refused.value
+                while error is not None:
+                    shown += [str(error), repr(error)]
+                    error = error.__cause__ or error.__context__
+            shown += [repr(good), repr(bad), repr(good._remote.backend), repr(runtime.stats())]
+            await anyio.lowlevel.checkpoint()
+        shown += [repr(entry) for entry in logs]
+    finally:
+        with redis.Redis(host=host, port=port) as admin:
+            admin.acl_deluser("kvrt-url")
+    text = "\n".join(shown)
+    assert "StoreSetupError" in text, "the refused login was seen"
+    assert "pw-s3cr3t-1" not in text
+    assert "pw-wrong-2" not in text
