@@ -130,7 +130,8 @@ async def compare(subjects: dict[str, Subject], rounds: int) -> Table:
 
 
 def report(title: str, table: Table, rounds: int, loop: str, extra: list[str] | None = None) -> str:
-    """The markdown section for ``table``: kvrt against the reference, with ratios and stalls."""
+    """The markdown section for ``table``: the first subject against the second, with ratios and stalls."""
+    first, second, *baselines = next(iter(table.results.values()))
     lines = [
         f"## {title}, {loop}",
         "",
@@ -138,18 +139,17 @@ def report(title: str, table: Table, rounds: int, loop: str, extra: list[str] | 
         f"Python {platform.python_version()}, {platform.machine()}, {sys.platform}; best of {rounds} rounds, "
         "alternating subjects, same process and event loop.",
         "",
-        "| callers | op | kvrt ops/s | reference ops/s | ratio | kvrt worst stall (median / max) "
-        "| reference worst stall (median / max) |",
+        f"| callers | op | {first} ops/s | {second} ops/s | ratio | {first} worst stall (median / max) "
+        f"| {second} worst stall (median / max) |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for callers, subjects in table.results.items():
         for op in ("put", "get"):
-            ours, theirs = subjects["kvrt"][op], subjects["reference"][op]
+            ours, theirs = subjects[first][op], subjects[second][op]
             lines.append(
                 f"| {callers} | {op} | {ours.ops:,.0f} | {theirs.ops:,.0f} | {ours.ops / theirs.ops:.2f}x "
                 f"| {ours.stall} | {theirs.stall} |"
             )
-    baselines = [name for name in next(iter(table.results.values())) if name not in ("kvrt", "reference")]
     for name in baselines:
         lines += ["", f"Same load, same process, through {name} (a baseline for the stall columns):", ""]
         for callers, subjects in table.results.items():

@@ -18,6 +18,7 @@ import asyncio
 import atexit
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from concurrent.futures import Future
 from types import TracebackType
@@ -74,6 +75,8 @@ class DetachedRuntime:
         self._task_group: TaskGroup | None = None
         self._inbox: Doorbell[_Crossing] | None = None
         self._stop: anyio.Event | None = None
+        self._deferred: deque[tuple[Callable[..., Coroutine[Any, Any, Any]], tuple[Any, ...]]] = deque()
+        self._wake_deferred = asyncio.Event()
         self._names: set[str] = set()
         self._closed = False
 
@@ -178,36 +181,41 @@ class DetachedRuntime:
             self._stop = anyio.Event()
             self._token = anyio.lowlevel.current_token()
             loop: asyncio.AbstractEventLoop = self._token.native_token  # the runtime's loop is asyncio's
-            wake = asyncio.Event()
-            self._inbox = inbox = Doorbell(lambda _: loop.call_soon_threadsafe(wake.set), self._route)
-            tasks.start_soon(self._pump, inbox, wake)
+            self._inbox = Doorbell(loop.call_soon_threadsafe, self._route)
+            tasks.start_soon(self._start_deferred)
             ready.set()
             await self._stop.wait()
             tasks.cancel_scope.cancel()  # spawns and waits still under way; the runtime then drains
 
-    @staticmethod
-    async def _pump(inbox: Doorbell[_Crossing], wake: asyncio.Event) -> None:
-        """Route what crossed over, a batch per wake-up, from a task (routing may start tasks)."""
+    def _defer(self, function: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        """Start ``function(*args)`` as a task soon: routing runs in a bare callback, where no task can start."""
+        self._deferred.append((function, args))
+        self._wake_deferred.set()
+
+    async def _start_deferred(self) -> None:
+        """Start the tasks routing asked for (a spawn, a wait for mailbox room, a fallback call)."""
+        assert self._task_group is not None
+        deferred, wake, start_soon = self._deferred, self._wake_deferred, self._task_group.start_soon
         while True:
             await wake.wait()
             wake.clear()
-            inbox.drain()
+            while deferred:
+                function, args = deferred.popleft()
+                start_soon(function, *args)
 
     def _route(self, crossing: _Crossing) -> None:
-        """Hand a request that crossed over to its worker (on the runtime's loop)."""
+        """Hand a request that crossed over to its worker (on the runtime's loop, in a bare callback)."""
         remote, frame, slot = crossing
         if slot.withdrawn:
             return
         attached = remote.attached
         if attached is not None:
-            assert self._task_group is not None
-            attached._accept(frame, slot, self._task_group.start_soon)
+            attached._accept(frame, slot, self._defer)
             return
         remote.waiting.append((frame, slot))
         if not remote.spawning:
             remote.spawning = True
-            assert self._task_group is not None
-            self._task_group.start_soon(self._spawn, remote)
+            self._defer(self._spawn, remote)
 
     async def _spawn(self, remote: _Remote) -> None:
         """Spawn ``remote``'s worker, then hand it the requests that waited for it."""
@@ -227,7 +235,7 @@ class DetachedRuntime:
         waiting, remote.waiting = remote.waiting, []
         for frame, slot in waiting:
             if not slot.withdrawn:
-                handle._accept(frame, slot, self._task_group.start_soon)
+                handle._accept(frame, slot, self._defer)
 
     def call(self, function: Callable[[], Awaitable[_T]]) -> Future[_T]:
         """Run ``function()`` on the runtime's loop; return a future of its result (for lifecycle calls)."""
