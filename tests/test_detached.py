@@ -154,3 +154,29 @@ async def test_closing_a_handle_stops_its_worker_and_leaves_no_connection(redis_
         assert len(admin.client_list()) == before
     finally:
         admin.close()
+
+
+async def test_a_full_mailbox_holds_detached_callers_back_or_refuses_them() -> None:
+    with kvrt.Runtime.detached(mailbox=kvrt.MailboxPolicy(size=2, drain=2)) as runtime:
+        cache = runtime.open("memory://", name="small")
+        async with anyio.create_task_group() as group:
+            for number in range(50):
+                group.start_soon(cache.put, f"k{number}", {"n": number})
+        assert await cache.get_many([f"k{number}" for number in range(50)]) == [{"n": n} for n in range(50)]
+    with kvrt.Runtime.detached(mailbox=kvrt.MailboxPolicy(size=1, drain=1, when_full="fail")) as runtime:
+        cache = runtime.open("memory://", name="tiny")
+        outcomes: list[str] = []
+
+        async def put(number: int) -> None:
+            try:
+                await cache.put(f"k{number}", {"n": number})
+                outcomes.append("stored")
+            except kvrt.errors.OverloadedError:
+                outcomes.append("refused")
+
+        async with anyio.create_task_group() as group:
+            for number in range(50):
+                group.start_soon(put, number)
+        assert "refused" in outcomes
+        assert "stored" in outcomes
+        assert runtime.stats()["tiny"].overloaded == outcomes.count("refused")
