@@ -49,7 +49,7 @@ async def run_demo(
             cache = await runtime.spawn(MemoryBackend(max_entries_per_collection=2_000), name="cache")
             limits = await runtime.spawn(MemoryBackend(), name="ratelimit")
             profiles = await runtime.spawn(DiskBackend(where), name="profiles")
-            handles = [sessions, cache, limits, profiles]
+            handles: list[Handle] = [sessions, cache, limits, profiles]
             say(f"kvrt demo: {callers} callers on 3 memory workers and 1 disk worker ({where}) for {seconds:g} s")
             say(_LEGEND)
             async with anyio.create_task_group() as group:
@@ -65,7 +65,7 @@ async def run_demo(
         say(_summary(final))
         async with Runtime() as reopened:
             again = await reopened.spawn(DiskBackend(where), name="profiles")
-            kept = len(await again.keys("profiles"))  # type: ignore[attr-defined]
+            kept = len(await again.keys("profiles"))
         say(f"\nreopened {where} in a fresh runtime: {kept:,} profiles on disk ({written:,} writes made them)")
     return final
 

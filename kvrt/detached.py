@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from concurrent.futures import Future
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
 import anyio
 from anyio.abc import TaskGroup
@@ -32,11 +32,26 @@ from kvrt.crossing import Doorbell, RemoteSlot, caller_doorbell
 from kvrt.entry import DEFAULT_COLLECTION, collection_name
 from kvrt.errors import DeadlineExceededError, KeyValueError, RuntimeClosedError, StoreSetupError
 from kvrt.frames import AnyRequest
-from kvrt.handle import AttachedHandle, Handle, handle_class
+from kvrt.handle import (
+    AttachedHandle,
+    CollectionsSegment,
+    CullSegment,
+    DestroyCollectionSegment,
+    DestroySegment,
+    Handle,
+    KeysSegment,
+    handle_class,
+    named_composition,
+)
 from kvrt.policies import CircuitPolicy, CullPolicy, MailboxPolicy, RestartPolicy
 from kvrt.reply import ReplySlot
 from kvrt.runtime import Runtime
 from kvrt.stats import WorkerStats
+
+if TYPE_CHECKING:
+    from kvrt.backends.disk import DiskBackend
+    from kvrt.backends.memory import MemoryBackend
+    from kvrt.backends.redis import RedisBackend
 
 _T = TypeVar("_T")
 _Crossing = tuple["_Remote", bytes, ReplySlot]
@@ -90,6 +105,12 @@ class DetachedRuntime:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    @overload
+    def open(self, target: MemoryBackend | DiskBackend, **spawn_options: Any) -> DetachedFullHandle: ...
+    @overload
+    def open(self, target: RedisBackend, **spawn_options: Any) -> DetachedListingHandle: ...
+    @overload
+    def open(self, target: Backend | str, **spawn_options: Any) -> DetachedHandle: ...
     def open(self, target: Backend | str, **spawn_options: Any) -> DetachedHandle:
         """Return a handle on ``target`` (a backend, or a URL naming one), served by this runtime.
 
@@ -352,6 +373,22 @@ class DetachedHandle(Handle):
         await anyio.to_thread.run_sync(self.close)
 
 
+@named_composition
+class DetachedFullHandle(
+    DetachedHandle, CollectionsSegment, CullSegment, DestroySegment, DestroyCollectionSegment, KeysSegment
+):
+    """A detached handle with every optional segment (memory and disk backends)."""
+
+    __slots__ = ()
+
+
+@named_composition
+class DetachedListingHandle(DetachedHandle, CollectionsSegment, DestroySegment, DestroyCollectionSegment, KeysSegment):
+    """A detached handle with every segment but ``cull`` (backends with native expiry, such as Redis)."""
+
+    __slots__ = ()
+
+
 _default: DetachedRuntime | None = None
 _default_lock = threading.Lock()
 
@@ -366,7 +403,17 @@ def default_runtime() -> DetachedRuntime:
         return _default
 
 
-def open(target: Backend | str, *, runtime: DetachedRuntime | None = None, **spawn_options: Any) -> Handle:
+@overload
+def open(
+    target: MemoryBackend | DiskBackend, *, runtime: DetachedRuntime | None = None, **spawn_options: Any
+) -> DetachedFullHandle: ...
+@overload
+def open(
+    target: RedisBackend, *, runtime: DetachedRuntime | None = None, **spawn_options: Any
+) -> DetachedListingHandle: ...
+@overload
+def open(target: Backend | str, *, runtime: DetachedRuntime | None = None, **spawn_options: Any) -> DetachedHandle: ...
+def open(target: Backend | str, *, runtime: DetachedRuntime | None = None, **spawn_options: Any) -> DetachedHandle:
     """Return a handle on ``target`` (a backend or a URL), served by a detached runtime.
 
     Callable anywhere, with or without an event loop running (at import time, too). The handle works

@@ -11,7 +11,6 @@ classes below, so ``isinstance`` checks against the segment protocols are truthf
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Coroutine, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Self, SupportsFloat, TypeVar, cast
@@ -506,9 +505,46 @@ def handle_class(capabilities: Capabilities, transport: type[_H]) -> type[_H]:
     return cast("type[_H]", _composed(segments, cast("Hashable", transport)))
 
 
-@functools.cache
+_COMPOSED: dict[tuple[frozenset[str], type[Handle]], type[Handle]] = {}
+
+
 def _composed(segments: frozenset[str], transport: Any) -> type[Handle]:
     if not segments:
         return cast("type[Handle]", transport)
-    bases = (transport, *(_SEGMENTS[name] for name in sorted(segments)))
-    return type(transport.__name__, bases, {"__slots__": (), "__doc__": transport.__doc__})
+    composed = _COMPOSED.get((segments, transport))
+    if composed is None:
+        bases = (transport, *(_SEGMENTS[name] for name in sorted(segments)))
+        composed = type(transport.__name__, bases, {"__slots__": (), "__doc__": transport.__doc__})
+        _COMPOSED[segments, transport] = composed
+    return composed
+
+
+def named_composition(cls: type[_H]) -> type[_H]:
+    """Register ``cls`` (a transport and segments, in the order :func:`handle_class` puts them) as that composition.
+
+    Handles of that composition are then instances of ``cls``, a class with a name that type
+    checkers know, so ``open(MemoryBackend())`` is typed as having ``keys()``.
+    """
+    transport, *mixins = cls.__bases__
+    names = frozenset(name for name, segment in _SEGMENTS.items() if segment in mixins)
+    expected = (transport, *(_SEGMENTS[name] for name in sorted(names)))
+    if cls.__bases__ != expected or (names, transport) in _COMPOSED:
+        raise TypeError(f"{cls.__name__}'s bases are not a composition handle_class makes")
+    _COMPOSED[names, transport] = cls
+    return cls
+
+
+@named_composition
+class AttachedFullHandle(
+    AttachedHandle, CollectionsSegment, CullSegment, DestroySegment, DestroyCollectionSegment, KeysSegment
+):
+    """An attached handle with every optional segment (memory and disk backends)."""
+
+    __slots__ = ()
+
+
+@named_composition
+class AttachedListingHandle(AttachedHandle, CollectionsSegment, DestroySegment, DestroyCollectionSegment, KeysSegment):
+    """An attached handle with every segment but ``cull`` (backends with native expiry, such as Redis)."""
+
+    __slots__ = ()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Self, overload
 
 import anyio
 from anyio.abc import TaskGroup
@@ -28,7 +28,7 @@ from anyio.abc import TaskGroup
 from kvrt.backends.base import Backend
 from kvrt.entry import DEFAULT_COLLECTION, collection_name
 from kvrt.errors import KeyValueError, RuntimeClosedError, StoreSetupError
-from kvrt.handle import AttachedHandle, Handle, handle_class
+from kvrt.handle import AttachedFullHandle, AttachedHandle, AttachedListingHandle, Handle, handle_class
 from kvrt.hosts import AsyncioThread, HostedBackend, needs_host
 from kvrt.inflight import InflightLimit
 from kvrt.policies import CircuitPolicy, CullPolicy, FallbackPolicy, MailboxPolicy, RestartPolicy, Strategy
@@ -37,6 +37,9 @@ from kvrt.supervisor import Supervisor
 from kvrt.worker import Worker
 
 if TYPE_CHECKING:
+    from kvrt.backends.disk import DiskBackend
+    from kvrt.backends.memory import MemoryBackend
+    from kvrt.backends.redis import RedisBackend
     from kvrt.detached import DetachedRuntime
 
 
@@ -141,6 +144,51 @@ class Runtime:
                         await self._asyncio_host.stop()
         return None
 
+    @overload
+    async def spawn(
+        self,
+        backend: MemoryBackend | DiskBackend,
+        *,
+        name: str | None = None,
+        default_collection: str | None = None,
+        request_timeout: float | None = None,
+        mailbox: MailboxPolicy | None = None,
+        restart: RestartPolicy | None = None,
+        cull: CullPolicy | None = None,
+        circuit: CircuitPolicy | None = None,
+        fallback: Handle | FallbackPolicy | None = None,
+        critical: bool = False,
+    ) -> AttachedFullHandle: ...
+    @overload
+    async def spawn(
+        self,
+        backend: RedisBackend,
+        *,
+        name: str | None = None,
+        default_collection: str | None = None,
+        request_timeout: float | None = None,
+        mailbox: MailboxPolicy | None = None,
+        restart: RestartPolicy | None = None,
+        cull: CullPolicy | None = None,
+        circuit: CircuitPolicy | None = None,
+        fallback: Handle | FallbackPolicy | None = None,
+        critical: bool = False,
+    ) -> AttachedListingHandle: ...
+    @overload
+    async def spawn(
+        self,
+        backend: Backend,
+        *,
+        name: str | None = None,
+        default_collection: str | None = None,
+        request_timeout: float | None = None,
+        mailbox: MailboxPolicy | None = None,
+        restart: RestartPolicy | None = None,
+        cull: CullPolicy | None = None,
+        circuit: CircuitPolicy | None = None,
+        fallback: Handle | FallbackPolicy | None = None,
+        critical: bool = False,
+    ) -> Handle: ...
     async def spawn(
         self,
         backend: Backend,

@@ -24,7 +24,7 @@ async def test_a_size_limit_evicts_the_oldest_writes_first(tmp_path: Path) -> No
         for start in range(0, 3000, 100):
             names = [f"k{i:04}" for i in range(start, start + 100)]
             await store.put_many(names, [{"pad": "x" * 1000}] * 100)
-        kept = await store.keys()  # type: ignore[attr-defined]
+        kept = await store.keys()
         assert 100 < len(kept) < 3000, "a batch evicts what it must, not everything"
         assert "k2999" in kept, "the newest write stays"
         assert "k0000" not in kept, "the oldest write went first"
@@ -39,7 +39,7 @@ async def test_under_least_recently_used_a_read_keeps_an_entry(tmp_path: Path) -
             names = [f"k{i:04}" for i in range(start, start + 10)]
             await store.put_many(names, [{"pad": "x" * 1000}] * 10)
             assert await store.get("k0000") == {"pad": "x" * 1000}, "read after every batch: never the least recent"
-        kept = await store.keys()  # type: ignore[attr-defined]
+        kept = await store.keys()
         assert 100 < len(kept) < 1000, "a batch evicts what it must, not everything"
         assert "k0001" not in kept
 

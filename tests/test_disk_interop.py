@@ -39,7 +39,7 @@ async def test_kvrt_reads_what_the_reference_wrote(tmp_path: Path) -> None:
         assert await store.get_many(list(VALUES), collection="users") == list(VALUES.values())
         assert_ttl(await store.ttl("brief", collection="users"), {"v": 1}, 100)
         assert await store.get("gone", collection="users") is None
-        assert sorted(await store.keys("users")) == sorted([*VALUES, "brief"])  # type: ignore[attr-defined]
+        assert sorted(await store.keys("users")) == sorted([*VALUES, "brief"])
 
 
 async def test_the_reference_reads_what_kvrt_wrote(tmp_path: Path) -> None:

@@ -54,10 +54,10 @@ async def test_awkward_collections_live_in_their_own_directories_and_persist(tmp
 
     async with Runtime() as runtime:  # a fresh runtime finds every collection on disk
         store = await runtime.spawn(MultiDiskBackend(base))
-        assert sorted(await store.collections()) == sorted(AWKWARD)  # type: ignore[attr-defined]
+        assert sorted(await store.collections()) == sorted(AWKWARD)
         for index, collection in enumerate(AWKWARD):
             assert await store.get("k", collection=collection) == {"i": index}
-        assert await store.destroy_collection("../escape") is True  # type: ignore[attr-defined]
+        assert await store.destroy_collection("../escape") is True
         assert await store.get("k", collection="../escape") is None
         assert await store.get("k", collection="..") == {"i": 0}
 
