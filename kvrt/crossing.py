@@ -116,13 +116,8 @@ class ThreadBell:
         slot.arrived.set()
 
 
-class _CallerLoop(threading.local):
-    key: object = None
-    doorbell: Doorbell[ReplySlot] | None = None
-    new_event: Callable[[], Any] = anyio.Event
-
-
-_caller = _CallerLoop()
+_doorbells: dict[object, tuple[Doorbell[ReplySlot], Callable[[], Any]]] = {}
+"""Each caller loop's doorbell and event class, by loop (an asyncio loop, or a trio run's token)."""
 
 
 def caller_doorbell() -> tuple[Doorbell[ReplySlot], Callable[[], Any]]:
@@ -133,14 +128,23 @@ def caller_doorbell() -> tuple[Doorbell[ReplySlot], Callable[[], Any]]:
     """
     try:
         loop: Any = asyncio.get_running_loop()
-        schedule = loop.call_soon_threadsafe
     except RuntimeError:  # not asyncio: trio (the only other loop anyio runs on)
         import trio
 
         loop = trio.lowlevel.current_trio_token()
-        schedule = loop.run_sync_soon
-    caller = _caller
-    if caller.key is not loop or caller.doorbell is None:
-        caller.key, caller.doorbell = loop, Doorbell(schedule, _wake)
-        caller.new_event = type(anyio.Event())  # looking up the loop's library once, not per request
-    return caller.doorbell, caller.new_event
+    found = _doorbells.get(loop)
+    if found is None:
+        found = _new_doorbell(loop)
+    return found
+
+
+def _new_doorbell(loop: Any) -> tuple[Doorbell[ReplySlot], Callable[[], Any]]:
+    with _lock:
+        for old in [old for old in _doorbells if getattr(old, "is_closed", lambda: False)()]:
+            del _doorbells[old]  # asyncio loops that have finished (a trio token's run cannot be asked)
+        schedule = loop.call_soon_threadsafe if isinstance(loop, asyncio.AbstractEventLoop) else loop.run_sync_soon
+        found = _doorbells[loop] = (Doorbell(schedule, _wake), type(anyio.Event()))  # the loop's own event class
+    return found
+
+
+_lock = threading.Lock()

@@ -336,7 +336,7 @@ class DetachedHandle(Handle):
         remote = self._remote
         if remote.closed:
             raise RuntimeClosedError("The handle is closed.", backend=self.name)
-        inbox = remote.runtime._started()
+        inbox = remote.runtime._inbox or remote.runtime._started()
         doorbell, new_event = caller_doorbell()
         slot = RemoteSlot(doorbell, time.perf_counter(), new_event())
         inbox.ring((remote, frame, slot))
