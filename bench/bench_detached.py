@@ -12,7 +12,7 @@ worker in the caller's own task group (see harness.py for the method).
 
 from __future__ import annotations
 
-import sys
+import argparse
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, nullcontext
 from typing import Any
@@ -49,11 +49,10 @@ async def attached() -> AsyncIterator[Handle]:
 
 
 if __name__ == "__main__":
-    kind = "redis" if "--backend" in sys.argv and sys.argv[sys.argv.index("--backend") + 1] == "redis" else "memory"
-    if "--backend" in sys.argv:  # the harness parses the rest
-        at = sys.argv.index("--backend")
-        del sys.argv[at : at + 2]
-    with redis_server(redis_binary()) if kind == "redis" else nullcontext() as process:
+    own = argparse.ArgumentParser(add_help=False)
+    own.add_argument("--backend", choices=["memory", "redis"], default="memory")
+    chosen, rest = own.parse_known_args()
+    with redis_server(redis_binary()) if chosen.backend == "redis" else nullcontext() as process:
         if process is None:
             make_backend = lambda: MemoryBackend(max_entries_per_collection=1_000_000)  # noqa: E731
         else:
@@ -61,7 +60,8 @@ if __name__ == "__main__":
             flush = server.flush
             make_backend = lambda: RedisBackend(server.url)  # noqa: E731
         main(
-            f"Detached vs attached, {kind}",
+            f"Detached vs attached, {chosen.backend}",
             {"detached": detached, "attached": attached},
-            f"detached {kind}",
+            f"detached {chosen.backend}",
+            argv=rest,
         )

@@ -178,14 +178,21 @@ def write_section(section: str) -> None:
 
 
 def main(
-    title: str, subjects: dict[str, Subject], section_name: str, extra: Callable[[], list[str]] | None = None
+    title: str,
+    subjects: dict[str, Subject],
+    section_name: str,
+    extra: Callable[[], list[str]] | None = None,
+    argv: list[str] | None = None,
 ) -> None:
-    """The command line of a comparative bench: run it, print its section, optionally record it."""
+    """The command line of a comparative bench: run it, print its section, optionally record it.
+
+    ``argv`` is what is left once the bench took its own options (the report shows the whole command).
+    """
     parser = argparse.ArgumentParser(description=f"{title} (see bench/harness.py for the method).")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--loop", choices=["asyncio", "trio"], default="asyncio")
     parser.add_argument("--write", action="store_true", help=f"rewrite the {section_name} section of bench/RESULTS.md")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     table = anyio.run(compare, subjects, args.rounds, backend=args.loop)
     section = report(title, table, args.rounds, args.loop, extra() if extra else None)
     print(section)
