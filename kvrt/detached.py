@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from concurrent.futures import Future
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack, overload
 
 import anyio
 from anyio.abc import TaskGroup
@@ -43,7 +43,7 @@ from kvrt.handle import (
     handle_class,
     named_composition,
 )
-from kvrt.policies import CircuitPolicy, CullPolicy, MailboxPolicy, RestartPolicy
+from kvrt.policies import RuntimePolicies, SpawnOptions
 from kvrt.reply import ReplySlot
 from kvrt.runtime import Runtime
 from kvrt.stats import WorkerStats
@@ -64,25 +64,9 @@ class DetachedRuntime:
     leaving ``with``) drains every worker, closes the backends and ends the thread.
     """
 
-    def __init__(
-        self,
-        *,
-        mailbox: MailboxPolicy | None = None,
-        restart: RestartPolicy | None = None,
-        cull: CullPolicy | None = None,
-        circuit: CircuitPolicy | None = None,
-        max_in_flight: int = 65_536,
-        shutdown_grace: float = 5.0,
-    ) -> None:
-        self._policies: dict[str, Any] = {
-            "mailbox": mailbox,
-            "restart": restart,
-            "cull": cull,
-            "circuit": circuit,
-            "max_in_flight": max_in_flight,
-            "shutdown_grace": shutdown_grace,
-        }
-        self.shutdown_grace = shutdown_grace
+    def __init__(self, **policies: Unpack[RuntimePolicies]) -> None:
+        self._policies = policies
+        self.shutdown_grace = policies.get("shutdown_grace", 5.0)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._token: Any = None
@@ -106,12 +90,12 @@ class DetachedRuntime:
         self.close()
 
     @overload
-    def open(self, target: MemoryBackend | DiskBackend, **spawn_options: Any) -> DetachedFullHandle: ...
+    def open(self, target: MemoryBackend | DiskBackend, **options: Unpack[SpawnOptions]) -> DetachedFullHandle: ...
     @overload
-    def open(self, target: RedisBackend, **spawn_options: Any) -> DetachedListingHandle: ...
+    def open(self, target: RedisBackend, **options: Unpack[SpawnOptions]) -> DetachedListingHandle: ...
     @overload
-    def open(self, target: Backend | str, **spawn_options: Any) -> DetachedHandle: ...
-    def open(self, target: Backend | str, **spawn_options: Any) -> DetachedHandle:
+    def open(self, target: Backend | str, **options: Unpack[SpawnOptions]) -> DetachedHandle: ...
+    def open(self, target: Backend | str, **options: Unpack[SpawnOptions]) -> DetachedHandle:
         """Return a handle on ``target`` (a backend, or a URL naming one), served by this runtime.
 
         ``spawn_options`` are :meth:`Runtime.spawn`'s (``name``, ``request_timeout``, policies, ...); a
@@ -119,6 +103,7 @@ class DetachedRuntime:
         backend opened, when the handle is first used (a backend that cannot be opened then fails
         that call with :class:`~kvrt.errors.StoreSetupError`, and the next call tries again).
         """
+        spawn_options: dict[str, Any] = dict(options)
         if isinstance(target, str):
             from kvrt.urls import parse_url
 
@@ -405,15 +390,19 @@ def default_runtime() -> DetachedRuntime:
 
 @overload
 def open(
-    target: MemoryBackend | DiskBackend, *, runtime: DetachedRuntime | None = None, **spawn_options: Any
+    target: MemoryBackend | DiskBackend, *, runtime: DetachedRuntime | None = None, **options: Unpack[SpawnOptions]
 ) -> DetachedFullHandle: ...
 @overload
 def open(
-    target: RedisBackend, *, runtime: DetachedRuntime | None = None, **spawn_options: Any
+    target: RedisBackend, *, runtime: DetachedRuntime | None = None, **options: Unpack[SpawnOptions]
 ) -> DetachedListingHandle: ...
 @overload
-def open(target: Backend | str, *, runtime: DetachedRuntime | None = None, **spawn_options: Any) -> DetachedHandle: ...
-def open(target: Backend | str, *, runtime: DetachedRuntime | None = None, **spawn_options: Any) -> DetachedHandle:
+def open(
+    target: Backend | str, *, runtime: DetachedRuntime | None = None, **options: Unpack[SpawnOptions]
+) -> DetachedHandle: ...
+def open(
+    target: Backend | str, *, runtime: DetachedRuntime | None = None, **options: Unpack[SpawnOptions]
+) -> DetachedHandle:
     """Return a handle on ``target`` (a backend or a URL), served by a detached runtime.
 
     Callable anywhere, with or without an event loop running (at import time, too). The handle works
@@ -422,4 +411,4 @@ def open(target: Backend | str, *, runtime: DetachedRuntime | None = None, **spa
     ``async with kvrt.open(...) as handle:`` to close its worker at the end, or call
     ``handle.close()`` / ``await handle.aclose()``.
     """
-    return (runtime or default_runtime()).open(target, **spawn_options)
+    return (runtime or default_runtime()).open(target, **options)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import msgspec
+
+if TYPE_CHECKING:
+    from kvrt.handle import Handle
 
 Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
 """Which workers of a group restart when one crashes: itself, all, or itself and those spawned after it."""
@@ -104,3 +107,28 @@ class FallbackPolicy(msgspec.Struct, frozen=True):
 
     handle: Any = None
     writes: bool = False
+
+
+class RuntimePolicies(TypedDict, total=False):
+    """What ``Runtime(...)`` and ``Runtime.detached(...)`` take: the defaults for every worker, and the bounds."""
+
+    mailbox: MailboxPolicy | None
+    restart: RestartPolicy | None
+    cull: CullPolicy | None
+    circuit: CircuitPolicy | None
+    max_in_flight: int
+    shutdown_grace: float
+
+
+class SpawnOptions(TypedDict, total=False):
+    """What ``Runtime.spawn`` and ``kvrt.open`` take besides the backend: one worker's name and policies."""
+
+    name: str | None
+    default_collection: str | None
+    request_timeout: float | None
+    mailbox: MailboxPolicy | None
+    restart: RestartPolicy | None
+    cull: CullPolicy | None
+    circuit: CircuitPolicy | None
+    fallback: Handle | FallbackPolicy | None
+    critical: bool

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Self, overload
+from typing import TYPE_CHECKING, Self, Unpack, overload
 
 import anyio
 from anyio.abc import TaskGroup
@@ -31,7 +31,16 @@ from kvrt.errors import KeyValueError, RuntimeClosedError, StoreSetupError
 from kvrt.handle import AttachedFullHandle, AttachedHandle, AttachedListingHandle, Handle, handle_class
 from kvrt.hosts import AsyncioThread, HostedBackend, needs_host
 from kvrt.inflight import InflightLimit
-from kvrt.policies import CircuitPolicy, CullPolicy, FallbackPolicy, MailboxPolicy, RestartPolicy, Strategy
+from kvrt.policies import (
+    CircuitPolicy,
+    CullPolicy,
+    FallbackPolicy,
+    MailboxPolicy,
+    RestartPolicy,
+    RuntimePolicies,
+    SpawnOptions,
+    Strategy,
+)
 from kvrt.stats import RuntimeStats, WorkerStats
 from kvrt.supervisor import Supervisor
 from kvrt.worker import Worker
@@ -76,26 +85,11 @@ class Runtime:
         self._closed = False
 
     @staticmethod
-    def detached(
-        *,
-        mailbox: MailboxPolicy | None = None,
-        restart: RestartPolicy | None = None,
-        cull: CullPolicy | None = None,
-        circuit: CircuitPolicy | None = None,
-        max_in_flight: int = 65_536,
-        shutdown_grace: float = 5.0,
-    ) -> DetachedRuntime:
+    def detached(**policies: Unpack[RuntimePolicies]) -> DetachedRuntime:
         """Return a runtime of your own on a thread of its own: ``rt.open(...)``, ``rt.stats()``, ``rt.close()``."""
         from kvrt.detached import DetachedRuntime
 
-        return DetachedRuntime(
-            mailbox=mailbox,
-            restart=restart,
-            cull=cull,
-            circuit=circuit,
-            max_in_flight=max_in_flight,
-            shutdown_grace=shutdown_grace,
-        )
+        return DetachedRuntime(**policies)
 
     async def __aenter__(self) -> Self:
         if self._task_group is not None or self._closed:
@@ -146,49 +140,12 @@ class Runtime:
 
     @overload
     async def spawn(
-        self,
-        backend: MemoryBackend | DiskBackend,
-        *,
-        name: str | None = None,
-        default_collection: str | None = None,
-        request_timeout: float | None = None,
-        mailbox: MailboxPolicy | None = None,
-        restart: RestartPolicy | None = None,
-        cull: CullPolicy | None = None,
-        circuit: CircuitPolicy | None = None,
-        fallback: Handle | FallbackPolicy | None = None,
-        critical: bool = False,
+        self, backend: MemoryBackend | DiskBackend, **options: Unpack[SpawnOptions]
     ) -> AttachedFullHandle: ...
     @overload
-    async def spawn(
-        self,
-        backend: RedisBackend,
-        *,
-        name: str | None = None,
-        default_collection: str | None = None,
-        request_timeout: float | None = None,
-        mailbox: MailboxPolicy | None = None,
-        restart: RestartPolicy | None = None,
-        cull: CullPolicy | None = None,
-        circuit: CircuitPolicy | None = None,
-        fallback: Handle | FallbackPolicy | None = None,
-        critical: bool = False,
-    ) -> AttachedListingHandle: ...
+    async def spawn(self, backend: RedisBackend, **options: Unpack[SpawnOptions]) -> AttachedListingHandle: ...
     @overload
-    async def spawn(
-        self,
-        backend: Backend,
-        *,
-        name: str | None = None,
-        default_collection: str | None = None,
-        request_timeout: float | None = None,
-        mailbox: MailboxPolicy | None = None,
-        restart: RestartPolicy | None = None,
-        cull: CullPolicy | None = None,
-        circuit: CircuitPolicy | None = None,
-        fallback: Handle | FallbackPolicy | None = None,
-        critical: bool = False,
-    ) -> Handle: ...
+    async def spawn(self, backend: Backend, **options: Unpack[SpawnOptions]) -> Handle: ...
     async def spawn(
         self,
         backend: Backend,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Coroutine, Mapping, Sequence
-from typing import Any, Final, SupportsFloat, TypeVar, cast
+from typing import Any, Final, SupportsFloat, TypeVar, Unpack, cast
 
 from kvrt.backends.base import Backend
 from kvrt.crossing import RemoteSlot, ThreadBell
@@ -35,6 +35,7 @@ from kvrt.handle import (
     KeysSegment,
     handle_class,
 )
+from kvrt.policies import SpawnOptions
 
 _T = TypeVar("_T")
 _BELL: Final = ThreadBell()
@@ -222,13 +223,15 @@ def _sync_class(segments: frozenset[str]) -> type[SyncHandle]:
     return cls
 
 
-def open(target: Backend | str, *, runtime: DetachedRuntime | None = None, **spawn_options: Any) -> SyncHandle:
+def open(
+    target: Backend | str, *, runtime: DetachedRuntime | None = None, **options: Unpack[SpawnOptions]
+) -> SyncHandle:
     """Return a blocking handle on ``target`` (a backend or a URL), served by a detached runtime.
 
     The process's shared detached runtime serves it unless ``runtime`` names another; the options
     are :func:`kvrt.open`'s.
     """
-    detached = (runtime or default_runtime()).open(target, **spawn_options)
+    detached = (runtime or default_runtime()).open(target, **options)
     assert isinstance(detached, DetachedHandle)
     capabilities = detached._remote.backend.capabilities
     blocking = handle_class(capabilities, _BlockingTransport)(
