@@ -74,13 +74,8 @@ class RemoteSlot(ReplySlot):
 
     __slots__ = ("_answered", "_doorbell")
 
-    def __init__(self, doorbell: Bell, sent_at: float, event: Any) -> None:  # the fields, without a super() call
-        self.arrived = event
-        self.sent_at = sent_at
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.withdrawn = False
-        self.attempts = 0
+    def __init__(self, doorbell: Bell, sent_at: float, event: Any) -> None:
+        super().__init__(event, sent_at)
         self._doorbell = doorbell
         self._answered = False
 

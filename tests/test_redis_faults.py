@@ -67,6 +67,21 @@ async def _writer(store: Any, number: int, load: Load) -> None:
             load.longest_call = max(load.longest_call, anyio.current_time() - started)
 
 
+async def _kill_and_restart(server: RedisProcess, load: Load, outage: float) -> None:
+    """Once the load has warmed up, SIGKILL the server, restart it ``outage`` seconds later, wait for puts."""
+    with anyio.fail_after(30):
+        await load.warmed_up.wait()
+    await anyio.to_thread.run_sync(server.kill)
+    load.down = True
+    await anyio.sleep(outage)  # the outage the scenario asks for, not a wait for a condition
+    await anyio.to_thread.run_sync(server.start)
+    load.down = False
+    load.restarted_at = anyio.current_time()
+    with anyio.fail_after(10):
+        await load.back.wait()
+    load.stop.set()
+
+
 async def _reader(store: Any, load: Load) -> None:
     while not load.stop.is_set():
         try:
@@ -93,17 +108,7 @@ async def test_a_killed_server_loses_no_acknowledged_put_and_puts_resume(tmp_pat
                 for number in range(CALLERS):
                     group.start_soon(_writer, store, number, load)
                 group.start_soon(_reader, store, load)
-                with anyio.fail_after(30):
-                    await load.warmed_up.wait()
-                await anyio.to_thread.run_sync(server.kill)
-                load.down = True
-                await anyio.sleep(OUTAGE)  # the outage the scenario asks for, not a wait for a condition
-                await anyio.to_thread.run_sync(server.start)
-                load.down = False
-                load.restarted_at = anyio.current_time()
-                with anyio.fail_after(10):
-                    await load.back.wait()
-                load.stop.set()
+                await _kill_and_restart(server, load, OUTAGE)
 
             assert load.first_put_after_restart is not None
             assert load.restarted_at is not None
@@ -136,17 +141,7 @@ async def test_an_outage_of_any_length_heals_with_default_policies(tmp_path: Pat
             async with anyio.create_task_group() as group:
                 for number in range(4):
                     group.start_soon(_writer, store, number, load)
-                with anyio.fail_after(30):
-                    await load.warmed_up.wait()
-                await anyio.to_thread.run_sync(server.kill)
-                load.down = True
-                await anyio.sleep(outage)  # the outage the scenario asks for, not a wait for a condition
-                await anyio.to_thread.run_sync(server.start)
-                load.down = False
-                load.restarted_at = anyio.current_time()
-                with anyio.fail_after(10):
-                    await load.back.wait()
-                load.stop.set()
+                await _kill_and_restart(server, load, outage)
             stats = runtime.stats()["redis"]
             assert stats.state == "running"
             assert load.first_put_after_restart is not None
