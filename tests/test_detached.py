@@ -17,7 +17,7 @@ import redis
 import kvrt
 import kvrt.sync
 from kvrt.errors import RuntimeClosedError
-from kvrt.testing.servers import RedisTarget
+from kvrt.testing.servers import RedisProcess, RedisTarget, redis_binary
 
 pytestmark = pytest.mark.anyio
 
@@ -180,3 +180,18 @@ async def test_a_full_mailbox_holds_detached_callers_back_or_refuses_them() -> N
         assert "refused" in outcomes
         assert "stored" in outcomes
         assert runtime.stats()["tiny"].overloaded == outcomes.count("refused")
+
+
+async def test_a_server_that_is_not_up_yet_fails_first_calls_then_serves(tmp_path: Path) -> None:
+    """A handle made at import time for a Redis that starts later: no error at open, a clear one per call."""
+    server = RedisProcess(redis_binary(), tmp_path / "redis")  # its port is chosen, nothing listens yet
+    with kvrt.Runtime.detached() as runtime:
+        cache = runtime.open(server.url, name="late")
+        with pytest.raises(kvrt.errors.StoreSetupError, match="Could not open the backend"):
+            await cache.get("k")
+        await anyio.to_thread.run_sync(server.start)
+        try:
+            await cache.put("k", {"v": 1})  # the next call opens it
+            assert await cache.get("k") == {"v": 1}
+        finally:
+            server.stop()
