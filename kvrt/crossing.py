@@ -54,12 +54,22 @@ class Doorbell(Generic[_T]):
     def _drain(self) -> None:
         self.drain()
 
+    def close(self, serve: Callable[[_T], None]) -> None:
+        """Serve what is queued, and all that rings from now on, with ``serve`` at once: the other loop has ended."""
+        self._serve = serve
+        self._schedule = _at_once
+        self.drain()
+
     def drain(self) -> None:
         """Serve every item queued so far (on the loop that was woken)."""
         self._rung = False  # before taking anything: an item rung in after this is served by the next wake
         items, serve = self._items, self._serve
         while items:
             serve(items.popleft())
+
+
+def _at_once(callback: Callable[[], None]) -> None:
+    callback()
 
 
 class Bell(Protocol):

@@ -180,6 +180,8 @@ class DetachedRuntime:
             failure.append(exc)
         finally:
             ready.set()
+            if self._inbox is not None:  # requests that crossed as the runtime closed, or that cross later
+                self._inbox.close(_refuse)
 
     async def _main(self, ready: threading.Event) -> None:
         async with Runtime(**self._policies) as runtime, anyio.create_task_group() as tasks:
@@ -266,6 +268,11 @@ class DetachedRuntime:
         if remote.attached is not None and runtime is not None and not runtime._closed:
             remote.attached = None
             await runtime.close_worker(remote.name)
+
+
+def _refuse(crossing: _Crossing) -> None:
+    remote, _, slot = crossing
+    slot.fail(RuntimeClosedError("The detached runtime is closed.", backend=remote.name))
 
 
 def _copy_error(error: Exception, name: str) -> Exception:

@@ -17,6 +17,7 @@ import redis
 import kvrt
 import kvrt.sync
 from kvrt.errors import RuntimeClosedError
+from kvrt.testing.conformance import eventually
 from kvrt.testing.servers import RedisProcess, RedisTarget, redis_binary
 
 pytestmark = pytest.mark.anyio
@@ -195,3 +196,28 @@ async def test_a_server_that_is_not_up_yet_fails_first_calls_then_serves(tmp_pat
             assert await cache.get("k") == {"v": 1}
         finally:
             server.stop()
+
+
+async def test_closing_the_runtime_under_load_answers_every_caller() -> None:
+    """Callers hammering a handle while its runtime closes: each gets its reply or RuntimeClosedError, none hangs."""
+    runtime = kvrt.Runtime.detached()
+    cache = runtime.open("memory://", name="busy")
+    await cache.put("k", {"v": 0})
+    outcomes: dict[str, int] = {"answered": 0, "closed": 0}
+
+    async def caller() -> None:
+        while True:
+            try:
+                await cache.put("k", {"v": 1})
+            except RuntimeClosedError:
+                outcomes["closed"] += 1
+                return
+            outcomes["answered"] += 1
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            for _ in range(16):
+                group.start_soon(caller)
+            await eventually(lambda: outcomes["answered"] >= 500)
+            await runtime.aclose()
+    assert outcomes["closed"] == 16

@@ -7,8 +7,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import anyio
-import anyio.lowlevel
 import pytest
 import redis
 import structlog.testing
@@ -159,7 +157,6 @@ async def test_a_password_in_a_url_appears_nowhere(redis_server: RedisTarget) ->
                     shown += [str(error), repr(error)]
                     error = error.__cause__ or error.__context__
             shown += [repr(good), repr(bad), repr(good._remote.backend), repr(runtime.stats())]
-            await anyio.lowlevel.checkpoint()
         shown += [repr(entry) for entry in logs]
     finally:
         with redis.Redis(host=host, port=port) as admin:
