@@ -31,7 +31,11 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
 
 
 async def test_short_deadlines_never_make_a_worker_unavailable_for_others(backend: Backend) -> None:
-    """30 callers with 3 ms timeouts on one collection, 10 with none on another, for 5 s."""
+    """30 callers with 0.2-3 ms timeouts on one collection, 10 with none on another, for 5 s.
+
+    The spread of timeouts makes some certainly late on a fast machine too, so the test sees deadlines missed
+    in the queue and mid-call alike.
+    """
     hurried_errors: list[BaseException] = []
     patient_errors: list[BaseException] = []
     states: set[str] = set()
