@@ -16,8 +16,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
-import anyio
-
 from kvrt.reply import ReplySlot
 
 _T = TypeVar("_T")
@@ -133,6 +131,59 @@ class _FutureEvent:
         return self._future
 
 
+class _TrioEvent:
+    """An event for one reply in a trio run: the waiting task itself, rescheduled when the reply comes.
+
+    The same saving on trio as :class:`_FutureEvent` on asyncio: a ``trio.Event`` parks its waiter
+    in a parking lot and checkpoints around it, where one task and one reply need neither.
+    """
+
+    __slots__ = ("_set", "_task")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._task: Any = None
+
+    def set(self) -> None:
+        """Wake the waiting task (called on its trio thread), unless it stopped waiting."""
+        if not self._set:
+            self._set = True
+            task, self._task = self._task, None
+            if task is not None:
+                _trio().lowlevel.reschedule(task)
+
+    def is_set(self) -> bool:
+        """Whether the reply has arrived."""
+        return self._set
+
+    async def wait(self) -> None:
+        """Wait for :meth:`set`; cancellable (the reply, if it comes later, then wakes nobody)."""
+        lowlevel = _trio().lowlevel
+        if self._set:
+            await lowlevel.checkpoint()
+            return
+        self._task = lowlevel.current_task()
+
+        def abort(_: Any) -> Any:
+            self._task = None
+            return lowlevel.Abort.SUCCEEDED
+
+        await lowlevel.wait_task_rescheduled(abort)
+
+
+def _trio() -> Any:
+    """Return the trio module, imported on first use (kvrt never needs it where trio is not running)."""
+    global _trio_module
+    if _trio_module is None:
+        import trio
+
+        _trio_module = trio
+    return _trio_module
+
+
+_trio_module: Any = None
+
+
 def _wake(slot: ReplySlot) -> None:
     slot.arrived.set()
 
@@ -147,40 +198,50 @@ class ThreadBell:
         slot.arrived.set()
 
 
-_doorbells: dict[object, tuple[Doorbell[ReplySlot], Callable[[], Any]]] = {}
-"""Each caller loop's doorbell and event class, by loop (an asyncio loop, or a trio run's token)."""
+_Found = tuple[Doorbell[ReplySlot], Callable[[], Any]]
+
+_doorbells: dict[asyncio.AbstractEventLoop, _Found] = {}
+"""Each asyncio caller loop's doorbell and reply-event maker (trio runs keep theirs in a run variable)."""
 
 
-def caller_doorbell() -> tuple[Doorbell[ReplySlot], Callable[[], Any]]:
+def caller_doorbell() -> _Found:
     """Return the doorbell of the event loop running the calling task, and what makes its reply events.
 
     One per loop, made on its first use: a thread that runs ``asyncio.run`` twice, or trio after
-    asyncio, gets a new one for each loop, and replies never go to a loop that is gone.
+    asyncio, gets a new one for each loop, and replies never go to a loop that is gone. A trio
+    run's doorbell lives in a ``RunVar``, so it goes when the run ends.
     """
-    try:
-        loop: Any = asyncio.get_running_loop()
-    except RuntimeError:  # not asyncio: trio (the only other loop anyio runs on)
-        import trio
-
-        loop = trio.lowlevel.current_trio_token()
+    loop = asyncio._get_running_loop()  # None, rather than an exception to catch, under trio
+    if loop is None:  # not asyncio: trio (the only other loop anyio runs on)
+        return _trio_doorbell()
     found = _doorbells.get(loop)
     if found is None:
-        found = _new_doorbell(loop)
+        found = _new_asyncio_doorbell(loop)
     return found
 
 
-def _new_doorbell(loop: Any) -> tuple[Doorbell[ReplySlot], Callable[[], Any]]:
+def _new_asyncio_doorbell(loop: asyncio.AbstractEventLoop) -> _Found:
     with _lock:
-        for old in [old for old in _doorbells if getattr(old, "is_closed", lambda: False)()]:
-            del _doorbells[old]  # asyncio loops that have finished (a trio token's run cannot be asked)
-        found: tuple[Doorbell[ReplySlot], Callable[[], Any]]
-        if isinstance(loop, asyncio.AbstractEventLoop):
-            create_future = loop.create_future
-            found = (Doorbell(loop.call_soon_threadsafe, _wake), lambda: _FutureEvent(create_future()))
-        else:
-            found = (Doorbell(loop.run_sync_soon, _wake), type(anyio.Event()))  # the loop's own event class
+        for old in [old for old in _doorbells if old.is_closed()]:
+            del _doorbells[old]
+        create_future = loop.create_future
+        found: _Found = (Doorbell(loop.call_soon_threadsafe, _wake), lambda: _FutureEvent(create_future()))
         _doorbells[loop] = found
     return found
 
 
+def _trio_doorbell() -> _Found:
+    global _trio_run_doorbell
+    if _trio_run_doorbell is None:
+        _trio_run_doorbell = _trio().lowlevel.RunVar("kvrt caller doorbell")
+    try:
+        found: _Found = _trio_run_doorbell.get()
+    except LookupError:
+        token = _trio().lowlevel.current_trio_token()
+        found = (Doorbell(token.run_sync_soon, _wake), _TrioEvent)
+        _trio_run_doorbell.set(found)
+    return found
+
+
+_trio_run_doorbell: Any = None
 _lock = threading.Lock()

@@ -221,3 +221,32 @@ async def test_closing_the_runtime_under_load_answers_every_caller() -> None:
             await eventually(lambda: outcomes["answered"] >= 500)
             await runtime.aclose()
     assert outcomes["closed"] == 16
+
+
+def test_finished_loops_leave_nothing_behind() -> None:
+    """Each loop's reply doorbell goes with the loop: a process that runs many loops one after another does not grow."""
+    import asyncio
+    import gc
+
+    from kvrt.crossing import Doorbell
+
+    def doorbells() -> int:
+        gc.collect()
+        return sum(isinstance(each, Doorbell) for each in gc.get_objects())
+
+    handle = kvrt.open("memory://", runtime=kvrt.Runtime.detached())
+
+    async def use(tag: str) -> None:
+        await handle.put(tag, {"tag": tag})
+        assert await handle.get(tag) == {"tag": tag}
+
+    try:
+        asyncio.run(use("first"))  # the runtime's own doorbell, and one loop's
+        before = doorbells()
+        for run in range(3):
+            anyio.run(use, f"trio {run}", backend="trio")
+            asyncio.run(use(f"asyncio {run}"))
+        assert doorbells() == before, "the last asyncio loop's doorbell replaced the first's; the rest are gone"
+    finally:
+        handle.close()
+        handle._remote.runtime.close()
