@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
+from kvrt.inflight import InflightLimit
 from kvrt.reply import ReplySlot
 
 _T = TypeVar("_T")
@@ -78,26 +79,44 @@ class Bell(Protocol):
 
 
 class RemoteSlot(ReplySlot):
-    """A reply slot whose caller waits on another loop or thread: answering it rings that caller's bell."""
+    """A reply slot whose caller waits on another loop or thread: answering it rings that caller's bell.
 
-    __slots__ = ("_answered", "_doorbell")
+    While it is in flight it may hold a place under the runtime's in-flight cap (:meth:`hold`), given
+    back when the worker answers or drops it, on the runtime's loop (the caller's loop cannot touch it).
+    """
+
+    __slots__ = ("_answered", "_doorbell", "_place")
 
     def __init__(self, doorbell: Bell, sent_at: float, event: Any) -> None:
         super().__init__(event, sent_at)
         self._doorbell = doorbell
         self._answered = False
+        self._place: InflightLimit | None = None
+
+    def hold(self, place: InflightLimit) -> None:
+        """Keep a place taken under ``place``'s cap until this request is answered or dropped."""
+        self._place = place
 
     def resolve(self, result: Any) -> None:
         """Deliver ``result``; the caller's loop is woken (with the rest of the round's replies)."""
         self.result = result
         self._answered = True
+        self.drop()
         self._doorbell.ring(self)
 
     def fail(self, error: BaseException) -> None:
         """Deliver ``error``; the caller's loop is woken."""
         self.error = error
         self._answered = True
+        self.drop()
         self._doorbell.ring(self)
+
+    def drop(self) -> None:
+        """Give back the in-flight place this request held, if any."""
+        place = self._place
+        if place is not None:
+            self._place = None
+            place.release()
 
     @property
     def done(self) -> bool:

@@ -43,10 +43,10 @@ from kvrt.handle import (
     handle_class,
     named_composition,
 )
+from kvrt.inflight import DEFAULT_MAX_IN_FLIGHT
 from kvrt.policies import RuntimePolicies, SpawnOptions
-from kvrt.reply import ReplySlot
 from kvrt.runtime import Runtime
-from kvrt.stats import WorkerStats
+from kvrt.stats import RuntimeStats, WorkerStats
 
 if TYPE_CHECKING:
     from kvrt.backends.disk import DiskBackend
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from kvrt.backends.redis import RedisBackend
 
 _T = TypeVar("_T")
-_Crossing = tuple["_Remote", bytes, ReplySlot]
+_Crossing = tuple["_Remote", bytes, RemoteSlot]
 
 
 class DetachedRuntime:
@@ -130,6 +130,14 @@ class DetachedRuntime:
         """Return a snapshot of every worker that has been spawned, by name."""
         runtime = self._runtime
         return {} if runtime is None else runtime.stats()
+
+    def runtime_stats(self) -> RuntimeStats:
+        """Return the runtime-wide numbers (in flight now, the most ever, the cap), as ``Runtime.runtime_stats``."""
+        runtime = self._runtime
+        if runtime is None:
+            cap = self._policies.get("max_in_flight", DEFAULT_MAX_IN_FLIGHT)
+            return RuntimeStats(in_flight=0, peak_in_flight=0, max_in_flight=cap)
+        return runtime.runtime_stats()
 
     def close(self) -> None:
         """Drain every worker, close its backend, and end the thread (within the shutdown grace); idempotent."""
@@ -296,7 +304,7 @@ class _Remote:
         self.options = dict(options)
         self.attached: AttachedHandle | None = None
         self.spawning = False
-        self.waiting: list[tuple[bytes, ReplySlot]] = []
+        self.waiting: list[tuple[bytes, RemoteSlot]] = []
         self.closed = False
 
 

@@ -45,6 +45,7 @@ from kvrt.reply import ReplySlot
 
 if TYPE_CHECKING:
     from kvrt.backends.base import Capabilities
+    from kvrt.crossing import RemoteSlot
     from kvrt.worker import Worker
 
 
@@ -352,25 +353,45 @@ class AttachedHandle(Handle):
             raise BackendUnavailableError("The backend kept crashing; its supervisor holds it down.", backend=self.name)
         raise BackendUnavailableError("The backend's circuit is open after repeated failures.", backend=self.name)
 
-    def _accept(self, frame: bytes, slot: ReplySlot, start_soon: Callable[..., Any]) -> None:
+    def _accept(self, frame: bytes, slot: RemoteSlot, start_soon: Callable[..., Any]) -> None:
         """Take a request that crossed from another thread (on this runtime's loop, without waiting).
 
         What :meth:`_call` does, for a frame encoded and a slot made by a detached handle: an open
-        circuit diverts it, a full mailbox makes it wait in a task of its own (``start_soon``), and
-        the worker answers the slot as it answers any other.
+        circuit diverts it, the runtime's in-flight cap and a full mailbox make it wait in a task of
+        its own (``start_soon``), and the worker answers the slot as it answers any other.
         """
         breaker = self._worker.breaker
         if breaker.state != CLOSED and not breaker.allow():
             start_soon(_answer, slot, self._divert(frames.decode(frame)))
             return
+        if not self._limit.take_now():
+            start_soon(_answer, slot, self._accept_in_turn(frame, slot), False)
+            return
+        slot.hold(self._limit)
         try:
             self._send.send_nowait((frame, slot))
         except anyio.WouldBlock:
-            start_soon(_answer_failure, slot, self._send_waiting((frame, slot)))
+            start_soon(_answer, slot, self._send_waiting((frame, slot)), False)
         except anyio.ClosedResourceError:
             slot.fail(RuntimeClosedError("The runtime is closed.", backend=self.name))
         except anyio.BrokenResourceError:
             slot.fail(self._unavailable())
+
+    async def _accept_in_turn(self, frame: bytes, slot: RemoteSlot) -> None:
+        """Wait for a place under the in-flight cap, then send (unless the caller left meanwhile)."""
+        await self._limit.acquire()
+        slot.hold(self._limit)
+        if slot.withdrawn:
+            slot.drop()
+            return
+        try:
+            self._send.send_nowait((frame, slot))
+        except anyio.WouldBlock:
+            await self._send_waiting((frame, slot))
+        except anyio.ClosedResourceError:
+            raise RuntimeClosedError("The runtime is closed.", backend=self.name) from None
+        except anyio.BrokenResourceError:
+            raise self._unavailable() from None
 
     def _unavailable(self) -> Exception:
         if self._worker.state == "unavailable":
@@ -378,22 +399,22 @@ class AttachedHandle(Handle):
         return RuntimeClosedError("The runtime is closed.", backend=self.name)
 
 
-async def _answer(slot: ReplySlot, reply: Coroutine[Any, Any, Any]) -> None:
-    """Answer ``slot`` with what ``reply`` returns or raises."""
+async def _answer(slot: ReplySlot, reply: Coroutine[Any, Any, Any], replies: bool = True) -> None:
+    """Answer ``slot`` with what ``reply`` returns (if it ``replies``: else the worker answers) or raises.
+
+    Cancelled, the runtime is closing with the request still unanswered: its caller hears so.
+    """
     try:
         result = await reply
     except Exception as exc:
         slot.fail(exc)
+    except anyio.get_cancelled_exc_class():
+        if not slot.done:
+            slot.fail(RuntimeClosedError("The runtime closed before the request was served."))
+        raise
     else:
-        slot.resolve(result)
-
-
-async def _answer_failure(slot: ReplySlot, sending: Coroutine[Any, Any, None]) -> None:
-    """Wait for ``sending``; if it fails, that is ``slot``'s answer (otherwise the worker gives one)."""
-    try:
-        await sending
-    except Exception as exc:
-        slot.fail(exc)
+        if replies:
+            slot.resolve(result)
 
 
 def _with_ttl(entry: Entry | None, now: float) -> tuple[dict[str, Any] | None, float | None]:

@@ -6,6 +6,9 @@ from collections import deque
 
 import anyio
 
+DEFAULT_MAX_IN_FLIGHT = 65_536
+"""A runtime's cap on requests in flight, unless its ``max_in_flight`` policy says otherwise."""
+
 
 class InflightLimit:
     """Counts requests sent and not yet answered, across all workers; callers past the cap wait in line.
@@ -23,6 +26,15 @@ class InflightLimit:
         self.used = 0
         self.peak = 0
         self._waiters: deque[anyio.Event] = deque()
+
+    def take_now(self) -> bool:
+        """Take a place if one is free and nobody waits for it; return whether one was taken."""
+        if self.used < self.cap and not self._waiters:
+            self.used += 1
+            if self.used > self.peak:
+                self.peak = self.used
+            return True
+        return False
 
     async def acquire(self) -> None:
         """Take a place, waiting for one if the cap is reached."""

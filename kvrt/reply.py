@@ -37,6 +37,9 @@ class ReplySlot:
         self.error = error
         self.arrived.set()
 
+    def drop(self) -> None:
+        """Note that the worker let this withdrawn request go unanswered (its caller left)."""
+
     @property
     def done(self) -> bool:
         """Whether an answer has been delivered."""

@@ -30,7 +30,7 @@ from kvrt.entry import DEFAULT_COLLECTION, collection_name
 from kvrt.errors import KeyValueError, RuntimeClosedError, StoreSetupError
 from kvrt.handle import AttachedFullHandle, AttachedHandle, AttachedListingHandle, Handle, handle_class
 from kvrt.hosts import AsyncioThread, HostedBackend, needs_host
-from kvrt.inflight import InflightLimit
+from kvrt.inflight import DEFAULT_MAX_IN_FLIGHT, InflightLimit
 from kvrt.policies import (
     CircuitPolicy,
     CullPolicy,
@@ -67,7 +67,7 @@ class Runtime:
         restart: RestartPolicy | None = None,
         cull: CullPolicy | None = None,
         circuit: CircuitPolicy | None = None,
-        max_in_flight: int = 65_536,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         shutdown_grace: float = 5.0,
     ) -> None:
         self.mailbox = mailbox or MailboxPolicy()

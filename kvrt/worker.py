@@ -220,6 +220,7 @@ class Worker:
         live: Run = []
         for request, slot in batch:
             if slot.withdrawn:
+                slot.drop()
                 continue
             if request.deadline is not None and request.deadline <= now:
                 self.counters.deadline_drops += 1
@@ -354,7 +355,9 @@ class Worker:
             if slot.withdrawn or (deadline is not None and deadline <= now):
                 if kept is None:
                     kept = run[:index]
-                if not slot.withdrawn:
+                if slot.withdrawn:
+                    slot.drop()
+                else:
                     self.counters.deadline_drops += 1
                     self._fail(slot, request, DeadlineExceededError("The deadline passed before it was sent."))
                 continue

@@ -250,3 +250,31 @@ def test_finished_loops_leave_nothing_behind() -> None:
     finally:
         handle.close()
         handle._remote.runtime.close()
+
+
+@pytest.mark.parametrize("cap", [3, 10_000], ids=["callers queued for the cap", "callers with room"])
+async def test_the_in_flight_cap_bounds_detached_callers_and_every_place_comes_back(cap: int) -> None:
+    """``max_in_flight`` bounds crossed requests as it bounds attached ones; a caller who leaves gives its place back.
+
+    Callers leave while queued for the cap (a cap of 3), or once their request is in the mailbox.
+    """
+    with kvrt.Runtime.detached(max_in_flight=cap) as runtime:
+        cache = runtime.open("memory://", name="capped")
+        left = 0
+
+        async def hurry(number: int) -> None:
+            nonlocal left
+            with anyio.move_on_after(0.0005) as scope:  # cancelled, not timed out: no deadline goes with it
+                await cache.put(f"h{number}", {"n": number})
+            left += scope.cancelled_caught
+
+        async with anyio.create_task_group() as group:
+            for number in range(400):
+                group.start_soon(cache.put, f"k{number}", {"n": number})
+                group.start_soon(hurry, number)
+        assert await cache.get_many([f"k{number}" for number in range(400)]) == [{"n": n} for n in range(400)]
+        numbers = runtime.runtime_stats()
+        assert numbers.max_in_flight == cap
+        assert 1 < numbers.peak_in_flight <= cap
+        await eventually(lambda: runtime.runtime_stats().in_flight == 0)  # withdrawn requests gave theirs back
+        assert left > 0, "some hurried callers left before their reply"
