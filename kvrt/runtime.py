@@ -78,6 +78,8 @@ class Runtime:
         self._limit = InflightLimit(max_in_flight)
         self._workers: dict[str, Worker] = {}
         self._handles: dict[str, Handle] = {}
+        self._supervisors: dict[str, Supervisor] = {}
+        """Each worker's supervisor, by the worker's name."""
         self._opening: set[str] = set()
         self._task_group: TaskGroup | None = None
         self._new_event: type[anyio.Event] = anyio.Event
@@ -243,6 +245,7 @@ class Runtime:
         handles: dict[str, Handle] = {}
         for worker in workers:
             self._workers[worker.name] = worker
+            self._supervisors[worker.name] = supervisor
             capabilities = worker.backend.capabilities
             if capabilities.cull and not capabilities.native_ttl:
                 task_group.start_soon(self._cull_schedule, worker, cull, name=f"kvrt cull {worker.name}")
@@ -268,7 +271,8 @@ class Runtime:
     async def close_worker(self, name: str) -> None:
         """Stop the worker called ``name``: it serves what is queued (within the shutdown grace), then closes.
 
-        Its handles then raise :class:`~kvrt.errors.RuntimeClosedError`; the name may be spawned again.
+        A worker still serving when the grace is up is cancelled there, as at the runtime's exit. Its
+        handles then raise :class:`~kvrt.errors.RuntimeClosedError`; the name may be spawned again.
         """
         self._running()
         try:
@@ -278,7 +282,11 @@ class Runtime:
         worker.stop_intake()
         with anyio.move_on_after(self.shutdown_grace, shield=True):
             await worker.stopped.wait()
-        del self._workers[name], self._handles[name]
+        if not worker.stopped.is_set():  # past the grace: what it still serves is cut off, as at runtime exit
+            self._supervisors[name].cancel(name)
+            with anyio.CancelScope(shield=True):
+                await worker.stopped.wait()
+        del self._workers[name], self._handles[name], self._supervisors[name]
 
     def stats(self) -> dict[str, WorkerStats]:
         """Return a snapshot of every worker, by name."""

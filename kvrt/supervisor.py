@@ -71,6 +71,10 @@ class Supervisor:
             names = ", ".join(worker.name for worker in self.workers)
             raise BackendUnavailableError(f"Critical backends gave up: {names}.")
 
+    def cancel(self, name: str) -> None:
+        """Cancel the worker called ``name`` where it is (past its grace); its backend is still closed."""
+        self._scopes[name].cancel()
+
     async def _supervise(self, worker: Worker) -> None:
         """Run one worker, restarting it as the policy and strategy say; close its backend at the end."""
         log = _log.bind(worker=worker.name, backend=worker.backend.kind)

@@ -129,3 +129,29 @@ async def test_library_events_stay_quiet_unless_the_application_asks(capsys: pyt
         await store.put("k", {"v": 1})
     captured = capsys.readouterr()
     assert "worker.started" not in captured.out + captured.err
+
+
+async def test_closing_a_worker_past_its_grace_cuts_off_what_it_still_serves() -> None:
+    """A backend call that hangs does not hang ``close_worker``: past the grace the worker is cancelled and closed."""
+    backend = FaultyBackend()
+    outcome: list[BaseException] = []
+    with anyio.fail_after(10):
+        async with Runtime(shutdown_grace=0.2) as runtime:
+            store = await runtime.spawn(backend, name="stuck")
+            backend.hang()
+
+            async def put() -> None:
+                try:
+                    await store.put("k", {"v": 1})
+                except RuntimeClosedError as exc:
+                    outcome.append(exc)
+
+            async with anyio.create_task_group() as callers:
+                callers.start_soon(put)
+                await eventually(lambda: backend.entered == 1)
+                await runtime.close_worker("stuck")
+            assert "stuck" not in runtime.stats()
+            assert backend.closes == 1
+            assert [type(error) for error in outcome] == [RuntimeClosedError]
+            again = await runtime.spawn(MemoryBackend(), name="stuck")  # the name is free again
+            await again.put("k", {"v": 2})
