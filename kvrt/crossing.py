@@ -101,14 +101,20 @@ class RemoteSlot(ReplySlot):
         """Deliver ``result``; the caller's loop is woken (with the rest of the round's replies)."""
         self.result = result
         self._answered = True
-        self.drop()
+        place = self._place
+        if place is not None:  # drop(), inlined: once per request
+            self._place = None
+            place.release()
         self._doorbell.ring(self)
 
     def fail(self, error: BaseException) -> None:
         """Deliver ``error``; the caller's loop is woken."""
         self.error = error
         self._answered = True
-        self.drop()
+        place = self._place
+        if place is not None:  # drop(), inlined: once per request
+            self._place = None
+            place.release()
         self._doorbell.ring(self)
 
     def drop(self) -> None:
@@ -154,7 +160,8 @@ class _TrioEvent:
     """An event for one reply in a trio run: the waiting task itself, rescheduled when the reply comes.
 
     The same saving on trio as :class:`_FutureEvent` on asyncio: a ``trio.Event`` parks its waiter
-    in a parking lot and checkpoints around it, where one task and one reply need neither.
+    in a parking lot and checkpoints around it, where one task and one reply need neither. Made
+    only in a trio run, after :func:`_trio_doorbell` has imported trio's ``lowlevel``.
     """
 
     __slots__ = ("_set", "_task")
@@ -167,40 +174,28 @@ class _TrioEvent:
         """Wake the waiting task (called on its trio thread), unless it stopped waiting."""
         if not self._set:
             self._set = True
-            task, self._task = self._task, None
+            task = self._task
             if task is not None:
-                _trio().lowlevel.reschedule(task)
+                self._task = None
+                _lowlevel.reschedule(task)
 
     def is_set(self) -> bool:
         """Whether the reply has arrived."""
         return self._set
 
-    async def wait(self) -> None:
-        """Wait for :meth:`set`; cancellable (the reply, if it comes later, then wakes nobody)."""
-        lowlevel = _trio().lowlevel
+    def wait(self) -> Any:
+        """Return what to await for :meth:`set`: trio's own trap, with no coroutine of ours around it.
+
+        Cancellable: the reply, if it comes later, then wakes nobody.
+        """
         if self._set:
-            await lowlevel.checkpoint()
-            return
-        self._task = lowlevel.current_task()
+            return _lowlevel.checkpoint()
+        self._task = _lowlevel.current_task()
+        return _lowlevel.wait_task_rescheduled(self._abort)
 
-        def abort(_: Any) -> Any:
-            self._task = None
-            return lowlevel.Abort.SUCCEEDED
-
-        await lowlevel.wait_task_rescheduled(abort)
-
-
-def _trio() -> Any:
-    """Return the trio module, imported on first use (kvrt never needs it where trio is not running)."""
-    global _trio_module
-    if _trio_module is None:
-        import trio
-
-        _trio_module = trio
-    return _trio_module
-
-
-_trio_module: Any = None
+    def _abort(self, _: object) -> Any:
+        self._task = None
+        return _lowlevel.Abort.SUCCEEDED
 
 
 def _wake(slot: ReplySlot) -> None:
@@ -250,17 +245,22 @@ def _new_asyncio_doorbell(loop: asyncio.AbstractEventLoop) -> _Found:
 
 
 def _trio_doorbell() -> _Found:
-    global _trio_run_doorbell
+    global _lowlevel, _trio_run_doorbell
     if _trio_run_doorbell is None:
-        _trio_run_doorbell = _trio().lowlevel.RunVar("kvrt caller doorbell")
+        import trio  # here, not at the top: kvrt never needs it where trio is not running
+
+        _lowlevel = trio.lowlevel
+        _trio_run_doorbell = _lowlevel.RunVar("kvrt caller doorbell")
     try:
         found: _Found = _trio_run_doorbell.get()
     except LookupError:
-        token = _trio().lowlevel.current_trio_token()
+        token = _lowlevel.current_trio_token()
         found = (Doorbell(token.run_sync_soon, _wake), _TrioEvent)
         _trio_run_doorbell.set(found)
     return found
 
 
+_lowlevel: Any = None
+"""``trio.lowlevel``, once a trio run has asked for a doorbell."""
 _trio_run_doorbell: Any = None
 _lock = threading.Lock()

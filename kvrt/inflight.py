@@ -27,15 +27,6 @@ class InflightLimit:
         self.peak = 0
         self._waiters: deque[anyio.Event] = deque()
 
-    def take_now(self) -> bool:
-        """Take a place if one is free and nobody waits for it; return whether one was taken."""
-        if self.used < self.cap and not self._waiters:
-            self.used += 1
-            if self.used > self.peak:
-                self.peak = self.used
-            return True
-        return False
-
     async def acquire(self) -> None:
         """Take a place, waiting for one if the cap is reached."""
         if self.used < self.cap and not self._waiters:

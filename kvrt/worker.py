@@ -44,6 +44,8 @@ Item = tuple[bytes, ReplySlot | None]
 
 Pending = tuple[AnyRequest, ReplySlot]
 Run = list[Pending]
+_KeyedRun = list[tuple[Keyed, ReplySlot]]
+"""A run whose requests are all keyed (gets, puts, deletes): what the worker casts one to, once."""
 
 _TICK: Final[Item] = (b"", None)
 _LATENCY_STRIDE: Final = 8
@@ -256,6 +258,7 @@ class Worker:
         """Cut ``live`` into runs: consecutive requests of one kind and collection, up to ``max_batch`` keys."""
         limit = self.backend.capabilities.max_batch
         runs: list[Run] = []
+        keyed = cast(_KeyedRun, live)  # read as keyed only past the type check against a keyed first
         start, end = 0, len(live)
         while start < end:
             first = live[start][0]
@@ -263,14 +266,14 @@ class Worker:
             if isinstance(first, Keyed):
                 size = len(first.keys)
                 while stop < end:
-                    other = live[stop][0]
+                    other = keyed[stop][0]
                     if (
                         type(other) is not type(first)
-                        or cast(Keyed, other).collection != first.collection
-                        or size + len(cast(Keyed, other).keys) > limit
+                        or other.collection != first.collection
+                        or size + len(other.keys) > limit
                     ):
                         break
-                    size += len(cast(Keyed, other).keys)
+                    size += len(other.keys)
                     stop += 1
             runs.append(live[start:stop])
             start = stop
@@ -422,26 +425,28 @@ class Worker:
 
     async def _per_key(self, run: Run, call: Callable[[str, list[str]], Awaitable[list[Any]]]) -> list[Any]:
         """Make one ``call`` for the keys of every request in ``run``; give each request its own results."""
-        first = cast(Keyed, run[0][0])
+        keyed = cast(_KeyedRun, run)
+        first = keyed[0][0]
         if len(run) == 1:
             found = await call(first.collection, first.keys)
             if len(found) != len(first.keys):
                 raise BackendContractError(f"{self.backend.kind} answered {len(found)} of {len(first.keys)} keys")
             return [found]
-        keys = [key for request, _ in run for key in cast(Keyed, request).keys]
+        keys = [key for request, _ in keyed for key in request.keys]
         found = await call(first.collection, keys)
         if len(found) != len(keys):
             raise BackendContractError(f"{self.backend.kind} answered {len(found)} of {len(keys)} keys")
         parts: list[Any] = []
         start = 0
-        for request, _ in run:
-            end = start + len(cast(Keyed, request).keys)
+        for request, _ in keyed:
+            end = start + len(request.keys)
             parts.append(found[start:end])
             start = end
         return parts
 
     async def _put(self, run: Run) -> list[Any]:
-        first = cast(Put, run[0][0])
+        puts = cast("list[tuple[Put, ReplySlot]]", run)
+        first = puts[0][0]
         if len(run) == 1:
             await self.backend.put_many(
                 first.collection, first.keys, first.entries, [first.expires_at] * len(first.keys)
@@ -450,8 +455,7 @@ class Worker:
         keys: list[str] = []
         entries: list[bytes] = []
         expiries: list[float | None] = []
-        for request, _ in run:
-            put = cast(Put, request)
+        for put, _ in puts:
             keys += put.keys
             entries += put.entries
             expiries += [put.expires_at] * len(put.keys)
