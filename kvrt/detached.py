@@ -338,14 +338,15 @@ class DetachedHandle(Handle):
             raise RuntimeClosedError("The handle is closed.", backend=self.name)
         inbox = remote.runtime._inbox or remote.runtime._started()
         doorbell, new_event = caller_doorbell()
-        slot = RemoteSlot(doorbell, time.perf_counter(), new_event())
+        arrived = new_event()
+        slot = RemoteSlot(doorbell, time.perf_counter(), arrived)
         inbox.ring((remote, frame, slot))
         try:
             if deadline is None:
-                await slot.arrived.wait()
+                await arrived.wait()
             else:
                 with anyio.fail_after(max(deadline - time.monotonic(), 0.0)):
-                    await slot.arrived.wait()
+                    await arrived.wait()
         except TimeoutError:
             slot.withdrawn = True
             raise DeadlineExceededError(f"No reply within {self._timeout} s.", backend=self.name) from None

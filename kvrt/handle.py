@@ -42,6 +42,7 @@ from kvrt.errors import (
 from kvrt.frames import AnyRequest, Collections, Cull, Delete, Destroy, DestroyCollection, Get, Keyed, Keys, Put
 from kvrt.inflight import InflightLimit
 from kvrt.reply import ReplySlot
+from kvrt.wakeups import AwaitedEvent
 
 if TYPE_CHECKING:
     from kvrt.backends.base import Capabilities
@@ -244,7 +245,7 @@ class AttachedHandle(Handle):
         self,
         worker: Worker,
         *,
-        new_event: Callable[[], anyio.Event],
+        new_event: Callable[[], AwaitedEvent],
         default_collection: str,
         limit: InflightLimit,
         request_timeout: float | None = None,
@@ -295,7 +296,8 @@ class AttachedHandle(Handle):
                 limit.peak = limit.used
         else:
             await limit.acquire()
-        slot = ReplySlot(self._new_event(), time.perf_counter())
+        arrived = self._new_event()
+        slot = ReplySlot(arrived, time.perf_counter())
         try:
             item = (frame, slot)
             try:
@@ -306,7 +308,7 @@ class AttachedHandle(Handle):
                 raise RuntimeClosedError("The runtime is closed.", backend=self.name) from None
             except anyio.BrokenResourceError:
                 raise self._unavailable() from None
-            await slot.arrived.wait()
+            await arrived.wait()
         except BaseException:
             slot.withdrawn = True  # a caller that stops waiting withdraws its request, if not yet sent
             raise

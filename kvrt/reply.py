@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio
+from kvrt.wakeups import ReplyEvent
 
 
 class ReplySlot:
@@ -17,7 +17,7 @@ class ReplySlot:
 
     __slots__ = ("arrived", "attempts", "error", "result", "sent_at", "withdrawn")
 
-    def __init__(self, event: anyio.Event, sent_at: float) -> None:
+    def __init__(self, event: ReplyEvent, sent_at: float) -> None:
         self.arrived = event
         """Set when the answer is in: the caller waits on it."""
         self.sent_at = sent_at

@@ -18,7 +18,7 @@ that gave up comes out as :class:`~kvrt.errors.BackendUnavailableError`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Self, Unpack, overload
 
@@ -43,6 +43,7 @@ from kvrt.policies import (
 )
 from kvrt.stats import RuntimeStats, WorkerStats
 from kvrt.supervisor import Supervisor
+from kvrt.wakeups import AwaitedEvent, reply_events
 from kvrt.worker import Worker
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ class Runtime:
         """Each worker's supervisor, by the worker's name."""
         self._opening: set[str] = set()
         self._task_group: TaskGroup | None = None
-        self._new_event: type[anyio.Event] = anyio.Event
+        self._new_event: Callable[[], AwaitedEvent] = anyio.Event
         self._asyncio_host: AsyncioThread | None = None
         self._closed = False
 
@@ -99,9 +100,7 @@ class Runtime:
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
-        # anyio.Event() looks up the running event loop library on every call; the class it
-        # returns is fixed for this runtime's life, and a handle makes one event per request.
-        self._new_event = type(anyio.Event())
+        self._new_event = reply_events()  # fixed for the runtime's life: one event per request
         return self
 
     async def __aexit__(

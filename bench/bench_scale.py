@@ -1,0 +1,369 @@
+"""Scaling: throughput from 1 to 10,000 callers and from 1 to 100 workers, on asyncio and on trio.
+
+Every cell runs a fixed number of operations (puts of a 3-field dict, then gets of the same keys),
+spread evenly over its callers, and the callers evenly over its workers. The subjects, in one
+process, each fresh per cell:
+
+- ``floor``: the least an actor round trip can cost: each caller sends a msgpack frame and an
+  event over an anyio memory stream (kvrt's mailbox size) to one draining task per worker, which
+  decodes it, reads or writes a dict, and sets the event. kvrt's memory backend against it shows
+  what kvrt's machinery costs over the bare design.
+- ``memory``, ``disk``, ``redis``: kvrt handles on that many workers, one backend each.
+- ``raw redis-py``: the same callers calling one ``redis.asyncio.Redis`` (its own pool) per worker
+  directly, a command per call; asyncio only (redis-py's asyncio client does not run on trio).
+
+For each cell it records the throughput and the spread of the callers' completion times (the
+worst caller's against the median's), and for the 10,000-caller cells the runtime's peak requests
+in flight and the process's peak RSS growth.
+
+    python bench/bench_scale.py                      # asyncio then trio, every subject
+    python bench/bench_scale.py --loop trio --only memory,floor
+    python bench/bench_scale.py --write              # also rewrite its sections of bench/RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+from harness import write_section
+
+import kvrt
+from kvrt.backends.base import Backend
+from kvrt.backends.disk import DiskBackend
+from kvrt.backends.memory import MemoryBackend
+from kvrt.backends.redis import RedisBackend
+from kvrt.testing.servers import RedisTarget, redis_binary, redis_server
+
+VALUE = {"name": "Alice", "age": 30, "active": True}
+CALLERS = (1, 64, 256, 1_024, 10_000)
+WORKERS = (1, 16, 100)
+OPERATIONS = {"floor": 40_000, "memory": 40_000, "disk": 10_000, "redis": 40_000, "raw redis-py": 20_000}
+"""Operations per cell (of each kind), by subject: slower subjects get fewer, so the run stays short."""
+DISK_WORKERS = (1, 16)
+
+Put = Callable[[str, dict[str, Any]], Awaitable[Any]]
+Get = Callable[[str], Awaitable[Any]]
+Stores = list[tuple[Put, Get]]
+"""Each worker's put and get, as the callers call them."""
+
+
+@dataclass
+class Cell:
+    ops: dict[str, float] = field(default_factory=dict)
+    """Operations per second, by ``put`` / ``get``."""
+    spread: dict[str, float] = field(default_factory=dict)
+    """The worst caller's completion time over the median's, by operation."""
+    peak_in_flight: int | None = None
+    rss_growth_mb: float | None = None
+
+
+# --- the floor: a bare actor round trip --------------------------------------------------------
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder().decode
+
+
+class _FloorActor:
+    """One draining task and its dict; callers send ``(frame, reply)`` and wait on the reply's event."""
+
+    def __init__(self) -> None:
+        self.send, self.receive = anyio.create_memory_object_stream[tuple[bytes, list[Any]]](1024)
+        self.data: dict[str, Any] = {}
+
+    async def drain(self) -> None:
+        data = self.data
+        async for frame, reply in self.receive:
+            op, key, value = _decode(frame)
+            if op:
+                data[key] = value
+            else:
+                reply[0] = data.get(key)
+            reply[1].set()
+
+    async def put(self, key: str, value: Any) -> None:
+        reply: list[Any] = [None, anyio.Event()]
+        await self.send.send((_encode((1, key, value)), reply))
+        await reply[1].wait()
+
+    async def get(self, key: str) -> Any:
+        reply: list[Any] = [None, anyio.Event()]
+        await self.send.send((_encode((0, key, None)), reply))
+        await reply[1].wait()
+        return reply[0]
+
+
+@asynccontextmanager
+async def floor(workers: int) -> AsyncIterator[Stores]:
+    actors = [_FloorActor() for _ in range(workers)]
+    async with anyio.create_task_group() as group:
+        for actor in actors:
+            group.start_soon(actor.drain)
+        yield [(actor.put, actor.get) for actor in actors]
+        for actor in actors:
+            actor.send.close()
+
+
+# --- kvrt and raw redis-py -------------------------------------------------------------------
+
+runtime_numbers: list[kvrt.Runtime] = []
+"""The runtime of the cell under way, for its in-flight figures."""
+
+
+def kvrt_subject(make: Callable[[int], Backend]) -> Callable[[int], Any]:
+    @asynccontextmanager
+    async def subject(workers: int) -> AsyncIterator[Stores]:
+        async with kvrt.Runtime() as runtime:
+            runtime_numbers[:] = [runtime]
+            handles = [await runtime.spawn(make(number), name=f"w{number}") for number in range(workers)]
+            yield [
+                (partial(handle.put, collection="bench"), partial(handle.get, collection="bench")) for handle in handles
+            ]
+
+    return subject
+
+
+def raw_redis(server: RedisTarget) -> Callable[[int], Any]:
+    import redis.asyncio
+
+    @asynccontextmanager
+    async def subject(workers: int) -> AsyncIterator[Stores]:
+        clients = [redis.asyncio.Redis.from_url(server.url) for _ in range(workers)]
+
+        async def put(client: redis.asyncio.Redis, key: str, value: dict[str, Any]) -> None:
+            await client.set(key, msgspec.json.encode(value))
+
+        try:
+            yield [(partial(put, client), client.get) for client in clients]
+        finally:
+            for client in clients:
+                await client.aclose()
+
+    return subject
+
+
+# --- the runs ---------------------------------------------------------------------------------
+
+
+async def _timed(callers: int, work: Callable[[int], Awaitable[None]]) -> tuple[float, list[float]]:
+    """Run ``work`` for every caller at once; return the elapsed time and each caller's completion time."""
+    gc.collect()
+    finished: list[float] = []
+    started = time.perf_counter()
+
+    async def one(caller: int) -> None:
+        await work(caller)
+        finished.append(time.perf_counter() - started)
+
+    async with anyio.create_task_group() as group:
+        for caller in range(callers):
+            group.start_soon(one, caller)
+    return time.perf_counter() - started, finished
+
+
+async def run_cell(subject: Callable[[int], Any], name: str, workers: int, callers: int) -> Cell:
+    per_caller = max(OPERATIONS[name] // callers, 2)
+    cell = Cell()
+    rss_before = _peak_rss_mb()
+    async with subject(workers) as stores:
+        keys = [[f"c{caller}-{index}" for index in range(per_caller)] for caller in range(callers)]
+
+        async def puts(caller: int) -> None:
+            put = stores[caller % workers][0]
+            for key in keys[caller]:
+                await put(key, VALUE)
+
+        async def gets(caller: int) -> None:
+            get = stores[caller % workers][1]
+            for key in keys[caller]:
+                if await get(key) is None:
+                    raise AssertionError(f"{key} went missing")
+
+        for op, work in (("put", puts), ("get", gets)):
+            elapsed, finished = await _timed(callers, work)
+            cell.ops[op] = callers * per_caller / elapsed
+            cell.spread[op] = max(finished) / statistics.median(finished)
+        if callers >= 10_000 and name in ("memory", "disk", "redis"):
+            cell.peak_in_flight = runtime_numbers[0].runtime_stats().peak_in_flight
+            cell.rss_growth_mb = _peak_rss_mb() - rss_before
+    return cell
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cells(name: str) -> list[tuple[int, int]]:
+    """The (workers, callers) cells a subject runs: callers at least as many as workers."""
+    worker_counts = DISK_WORKERS if name == "disk" else WORKERS
+    return [(workers, callers) for workers in worker_counts for callers in CALLERS if callers >= workers]
+
+
+async def run_all(subjects: dict[str, Callable[[int], Any]]) -> dict[tuple[str, int, int], Cell]:
+    gc.collect()
+    gc.freeze()
+    results: dict[tuple[str, int, int], Cell] = {}
+    for name, subject in subjects.items():
+        for workers, callers in cells(name):
+            results[name, workers, callers] = await run_cell(subject, name, workers, callers)
+            cell = results[name, workers, callers]
+            print(
+                f"  {name:>12} {workers:>3} workers {callers:>6} callers: "
+                f"put {cell.ops['put']:>9,.0f}/s  get {cell.ops['get']:>9,.0f}/s",
+                file=sys.stderr,
+            )
+    return results
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+def report(loop: str, results: dict[tuple[str, int, int], Cell], names: list[str]) -> str:
+    lines = [
+        f"## Scaling, {loop}",
+        "",
+        f"Command: `python {' '.join(sys.argv)}`  ",
+        f"Python {platform.python_version()}, {platform.machine()}, {sys.platform}; one run per cell, subjects one "
+        "after another in one process; ops/s. Spread: the worst caller's completion time over the median's.",
+        "",
+        "| workers | callers | op | " + " | ".join(names) + " | memory / floor | redis / raw | memory spread |",
+        "| ---: | ---: | --- | " + " | ".join("---:" for _ in names) + " | ---: | ---: | ---: |",
+    ]
+    for workers in WORKERS:
+        for callers in CALLERS:
+            if callers < workers:
+                continue
+            for op in ("put", "get"):
+                row = [str(workers), f"{callers:,}", op]
+                for name in names:
+                    cell = results.get((name, workers, callers))
+                    row.append(f"{cell.ops[op]:,.0f}" if cell else "—")
+                row.append(_ratio(results, ("memory", "floor"), workers, callers, op))
+                row.append(_ratio(results, ("redis", "raw redis-py"), workers, callers, op))
+                memory = results.get(("memory", workers, callers))
+                row.append(f"{memory.spread[op]:.2f}" if memory else "—")
+                lines.append("| " + " | ".join(row) + " |")
+    bounded = [
+        f"- {name}, {workers} workers, 10,000 callers: peak in flight {cell.peak_in_flight:,}, "
+        f"peak RSS growth {cell.rss_growth_mb:.0f} MB"
+        for (name, workers, callers), cell in results.items()
+        if cell.peak_in_flight is not None
+    ]
+    if bounded:
+        lines += ["", "Bounds at 10,000 callers (the runtime's cap is 65,536 in flight; each mailbox holds 1,024):", ""]
+        lines += bounded
+    return "\n".join(lines) + "\n"
+
+
+def _ratio(
+    results: dict[tuple[str, int, int], Cell], pair: tuple[str, str], workers: int, callers: int, op: str
+) -> str:
+    ours, theirs = (results.get((name, workers, callers)) for name in pair)
+    return f"{ours.ops[op] / theirs.ops[op]:.2f}x" if ours and theirs else "—"
+
+
+def targets(by_loop: dict[str, dict[tuple[str, int, int], Cell]]) -> list[str]:
+    """The issue's 'done when' figures, each with whether it holds."""
+    lines = ["## Scaling targets", "", f"Command: `python {' '.join(sys.argv)}`", ""]
+
+    def check(label: str, value: float | None, target: float) -> None:
+        if value is None:
+            lines.append(f"- {label}: not measured")
+        else:
+            lines.append(f"- {label}: {value:.2f}x (target ≥ {target}x) {'✓' if value >= target else '✗'}")
+
+    def ops(loop: str, name: str, workers: int, callers: int, op: str) -> float | None:
+        cell = by_loop.get(loop, {}).get((name, workers, callers))
+        return cell.ops[op] if cell else None
+
+    def over(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b is not None else None
+
+    for loop in by_loop:
+        for op in ("put", "get"):
+            base = ops(loop, "memory", 1, 64, op)
+            check(
+                f"{loop}, memory {op}s, 1 worker: 1,024 callers / 64",
+                over(ops(loop, "memory", 1, 1_024, op), base),
+                0.9,
+            )
+            check(
+                f"{loop}, memory {op}s: 16 workers x 1,024 callers / 1 worker x 64",
+                over(ops(loop, "memory", 16, 1_024, op), base),
+                0.9,
+            )
+            floor_target = 0.9 if op == "put" else 0.95
+            check(f"{loop}, memory {op}s / floor, 64 callers", over(base, ops(loop, "floor", 1, 64, op)), floor_target)
+            cell = by_loop[loop].get(("memory", 1, 10_000))
+            if cell:
+                lines.append(
+                    f"- {loop}, memory {op}s, 10,000 callers: worst caller {cell.spread[op]:.2f}x the median "
+                    f"(target ≤ 3x) {'✓' if cell.spread[op] <= 3 else '✗'}"
+                )
+        for op in ("put", "get"):
+            check(
+                f"{loop}, redis {op}s / raw redis-py, 64 callers",
+                over(ops(loop, "redis", 1, 64, op), ops(loop, "raw redis-py", 1, 64, op)),
+                5,
+            )
+    if "trio" in by_loop and "asyncio" in by_loop:
+        for workers in (1, 16):
+            for callers in (64, 1_024):
+                for op in ("put", "get"):
+                    check(
+                        f"trio / asyncio, redis {op}s, {workers} workers x {callers:,} callers",
+                        over(ops("trio", "redis", workers, callers, op), ops("asyncio", "redis", workers, callers, op)),
+                        0.8,
+                    )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--loop", choices=["asyncio", "trio", "both"], default="both")
+    parser.add_argument("--only", default="floor,memory,disk,redis,raw redis-py", help="comma-separated subjects")
+    parser.add_argument("--write", action="store_true", help="rewrite the scaling sections of bench/RESULTS.md")
+    args = parser.parse_args()
+    names = [name for name in OPERATIONS if name in args.only.split(",")]
+    loops = ["asyncio", "trio"] if args.loop == "both" else [args.loop]
+    with redis_server(redis_binary()) as process, tempfile.TemporaryDirectory() as scratch:
+        server = RedisTarget([("127.0.0.1", process.port)])
+        counter = iter(range(1_000_000))
+        available: dict[str, Callable[[int], Any]] = {
+            "floor": floor,
+            "memory": kvrt_subject(lambda _: MemoryBackend(max_entries_per_collection=1_000_000)),
+            "disk": kvrt_subject(lambda _: DiskBackend(Path(scratch) / f"cache-{next(counter)}")),
+            "redis": kvrt_subject(lambda _: RedisBackend(server.url)),
+            "raw redis-py": raw_redis(server),
+        }
+        by_loop: dict[str, dict[tuple[str, int, int], Cell]] = {}
+        for loop in loops:
+            subjects = {name: available[name] for name in names if not (loop == "trio" and name == "raw redis-py")}
+            print(f"{loop}:", file=sys.stderr)
+            by_loop[loop] = anyio.run(run_all, subjects, backend=loop)
+            section = report(loop, by_loop[loop], [name for name in names if name in subjects])
+            print(section)
+            if args.write:
+                write_section(section)
+        summary = "\n".join(targets(by_loop)) + "\n"
+        print(summary)
+        if args.write and len(loops) == 2 and len(names) == len(OPERATIONS):
+            write_section(summary)
+
+
+if __name__ == "__main__":
+    main()
