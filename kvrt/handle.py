@@ -239,7 +239,7 @@ class Handle:
 class AttachedHandle(Handle):
     """A handle served in the runtime's own task group: its caller and its worker share one event loop."""
 
-    __slots__ = ("_fallback", "_fallback_writes", "_limit", "_new_event", "_send", "_worker")
+    __slots__ = ("_fallback", "_fallback_writes", "_limit", "_line", "_new_event", "_send", "_worker")
 
     def __init__(
         self,
@@ -255,6 +255,7 @@ class AttachedHandle(Handle):
         super().__init__(worker.name, default_collection=default_collection, request_timeout=request_timeout)
         self._worker = worker
         self._send = worker.send_stream
+        self._line = worker.line
         self._new_event = new_event
         self._limit = limit
         self._fallback = fallback
@@ -298,19 +299,25 @@ class AttachedHandle(Handle):
             await limit.acquire()
         arrived = self._new_event()
         slot = ReplySlot(arrived, time.perf_counter())
+        in_line = False
         try:
             item = (frame, slot)
-            try:
-                self._send.send_nowait(item)
-            except anyio.WouldBlock:
-                await self._send_waiting(item)
-            except anyio.ClosedResourceError:
-                raise RuntimeClosedError("The runtime is closed.", backend=self.name) from None
-            except anyio.BrokenResourceError:
-                raise self._unavailable() from None
+            if self._line:  # callers wait for room already: this one goes behind them
+                in_line = self._queue_when_full(item) or await self._send_waiting(item)
+            else:
+                try:
+                    self._send.send_nowait(item)
+                except anyio.WouldBlock:
+                    in_line = self._queue_when_full(item) or await self._send_waiting(item)
+                except anyio.ClosedResourceError:
+                    raise RuntimeClosedError("The runtime is closed.", backend=self.name) from None
+                except anyio.BrokenResourceError:
+                    raise self._unavailable() from None
             await arrived.wait()
         except BaseException:
             slot.withdrawn = True  # a caller that stops waiting withdraws its request, if not yet sent
+            if in_line:
+                self._worker.left_line()
             raise
         finally:
             if limit._waiters:
@@ -321,23 +328,37 @@ class AttachedHandle(Handle):
             raise slot.error
         return slot.result
 
-    async def _send_waiting(self, item: tuple[bytes, ReplySlot]) -> None:
-        """Wait for room in a full mailbox (backpressure), as the worker's mailbox policy says, then send."""
-        policy = self._worker.mailbox
+    def _queue_when_full(self, item: tuple[bytes, ReplySlot]) -> bool:
+        """Queue ``item`` for a full mailbox (backpressure) as the worker's policy says, without waiting.
+
+        Returns ``True`` once it waits in the worker's line for room, where its caller needs only wait
+        for the reply; ``False`` if the policy bounds that wait (``max_wait``), so the caller must
+        wait for room itself (:meth:`_send_waiting`). Raises ``OverloadedError`` under ``"fail"``.
+        """
+        worker = self._worker
+        policy = worker.mailbox
+        if policy.when_full == "fail":
+            raise self._overloaded("The backend's mailbox is full.")
+        if policy.max_wait is not None:
+            return False
+        if not worker.line_open:
+            raise self._unavailable()
+        worker.join_line(item)
+        return True
+
+    async def _send_waiting(self, item: tuple[bytes, ReplySlot]) -> bool:
+        """Wait at most the policy's ``max_wait`` for room in the full mailbox, then send; ``False`` (not in line)."""
+        max_wait = self._worker.mailbox.max_wait
         try:
-            if policy.when_full == "fail":
-                raise self._overloaded("The backend's mailbox is full.")
-            if policy.max_wait is None:
-                await self._send.send(item)
-                return
-            with anyio.move_on_after(policy.max_wait) as scope:
+            with anyio.move_on_after(max_wait) as scope:
                 await self._send.send(item)
             if scope.cancelled_caught:
-                raise self._overloaded(f"The backend's mailbox stayed full for {policy.max_wait} s.")
+                raise self._overloaded(f"The backend's mailbox stayed full for {max_wait} s.")
         except anyio.ClosedResourceError:
             raise RuntimeClosedError("The runtime is closed.", backend=self.name) from None
         except anyio.BrokenResourceError:
             raise self._unavailable() from None
+        return False
 
     def _overloaded(self, reason: str) -> OverloadedError:
         self._worker.counters.overloaded += 1
@@ -375,10 +396,17 @@ class AttachedHandle(Handle):
             start_soon(_answer, slot, self._accept_in_turn(frame, slot), False)
             return
         slot.hold(limit)
+        item = (frame, slot)
         try:
-            self._send.send_nowait((frame, slot))
+            if self._line:
+                raise anyio.WouldBlock  # callers wait for room already: this one goes behind them
+            self._send.send_nowait(item)
         except anyio.WouldBlock:
-            start_soon(_answer, slot, self._send_waiting((frame, slot)), False)
+            try:
+                if not self._queue_when_full(item):
+                    start_soon(_answer, slot, self._send_waiting(item), False)
+            except KeyValueError as exc:
+                slot.fail(exc)
         except anyio.ClosedResourceError:
             slot.fail(RuntimeClosedError("The runtime is closed.", backend=self.name))
         except anyio.BrokenResourceError:
@@ -391,10 +419,14 @@ class AttachedHandle(Handle):
         if slot.withdrawn:
             slot.drop()
             return
+        item = (frame, slot)
         try:
-            self._send.send_nowait((frame, slot))
+            if self._line:
+                raise anyio.WouldBlock  # callers wait for room already: this one goes behind them
+            self._send.send_nowait(item)
         except anyio.WouldBlock:
-            await self._send_waiting((frame, slot))
+            if not self._queue_when_full(item):
+                await self._send_waiting(item)
         except anyio.ClosedResourceError:
             raise RuntimeClosedError("The runtime is closed.", backend=self.name) from None
         except anyio.BrokenResourceError:

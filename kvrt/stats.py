@@ -18,6 +18,8 @@ class WorkerStats(msgspec.Struct, frozen=True, kw_only=True):
     policy); ``stopped``."""
     mailbox_depth: int
     mailbox_size: int
+    waiting_for_room: int = 0
+    """Callers waiting for room in the full mailbox (backpressure), in line, not counted in the depth."""
     in_flight: int
     """Requests taken from the mailbox and not yet answered."""
     ops: dict[str, int]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, cast
 
@@ -99,6 +100,14 @@ class Worker:
         self.closing = anyio.Event()
         """Set when the runtime stops taking requests: a worker in backoff with nothing left to serve stops."""
         self.send_stream, self._receive = anyio.create_memory_object_stream[Item](mailbox.size)
+        self.line: deque[Item] = deque()
+        """Callers waiting for room in the full mailbox, in the order they came (``MailboxPolicy.max_wait``
+        unset): each waits on its reply alone, and the worker takes from here once the mailbox is empty.
+        Every entry is a request in flight, so the runtime's in-flight cap bounds it."""
+        self.line_open = True
+        """Whether callers may still join :attr:`line` (not once intake stops or the mailbox closes)."""
+        self._line_left = 0
+        """Entries of :attr:`line` whose callers may have left: past half the line, it is swept."""
         self._mailbox = mailbox
         self._restart = restart
         self._cull = cull
@@ -185,16 +194,22 @@ class Worker:
                     first = receive.receive_nowait()
                     blocked = False
                 except anyio.WouldBlock:
-                    if self._cull_due:
+                    if self.line:
+                        first = self.line.popleft()
+                        blocked = False
+                    elif self._cull_due:
                         await self._cull_step(self._cull.budget)  # idle: a full step
                         continue
-                    try:
-                        first = await receive.receive()
-                    except anyio.EndOfStream:
-                        return
-                    blocked = True
+                    else:
+                        try:
+                            first = await receive.receive()
+                        except anyio.EndOfStream:
+                            return
+                        blocked = True
                 except anyio.EndOfStream:
-                    return
+                    if not self.line:
+                        return
+                    first = self.line.popleft()  # intake has stopped; those already waiting are served
                 batch = self._take(first)
             await serve(batch)
             if self._cull_due:  # between rounds: a busy worker still culls, in steps sized to the round
@@ -209,7 +224,12 @@ class Worker:
             try:
                 items.append(receive.receive_nowait())
             except (anyio.WouldBlock, anyio.EndOfStream):
+                line = self.line
+                while line and len(items) < limit:  # the mailbox is empty: those waiting for room are next
+                    items.append(line.popleft())
                 break
+        if self.line:
+            self._admit()
         batch: Run = []
         for frame, slot in items:
             if slot is not None:  # ticks only wake the worker; their flags are already set
@@ -538,6 +558,28 @@ class Worker:
             self._culled_this_pass = 0
         await checkpoint()
 
+    def _admit(self) -> None:
+        """Move callers waiting in line into the room this round made in the mailbox, in order."""
+        line, send = self.line, self.send_stream.send_nowait
+        with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            while line:
+                send(line[0])
+                line.popleft()
+
+    def join_line(self, item: Item) -> None:
+        """Queue ``item`` behind the callers already waiting for room in the full mailbox."""
+        self.line.append(item)
+
+    def left_line(self) -> None:
+        """Note that a caller in :attr:`line` stopped waiting; sweep the line once half of it may have left."""
+        self._line_left += 1
+        line = self.line
+        if self._line_left * 2 > len(line):
+            kept = [item for item in line if not (item[1] is not None and item[1].withdrawn)]
+            line.clear()
+            line.extend(kept)
+            self._line_left = 0
+
     def fail_all(self, error: Callable[[], KeyValueError]) -> None:
         """Answer everything held or queued with a fresh ``error()``; used on give-up and at shutdown."""
         held = self._pending + [pending for live in self._rounds.values() for pending in live]
@@ -547,6 +589,11 @@ class Worker:
             if not slot.done:
                 self.counters.error(exc := error())
                 slot.fail(exc)
+        while self.line:
+            _, waiting = self.line.popleft()
+            if waiting is not None and not waiting.done:
+                self.counters.error(exc := error())
+                waiting.fail(exc)
         while True:
             try:
                 _, queued = self._receive.receive_nowait()
@@ -559,6 +606,7 @@ class Worker:
     def stop_intake(self) -> None:
         """Take no more requests; those already queued are still served (the runtime's shutdown)."""
         self.send_stream.close()
+        self.line_open = False
         self.closing.set()
 
     def idle_at_close(self) -> bool:
@@ -573,10 +621,13 @@ class Worker:
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                 break
             self._pending += self._take(first)
+        while self.line:
+            self._pending += self._take(self.line.popleft())
         return all(slot.done or slot.withdrawn for _, slot in self._pending)
 
     def close_mailbox(self) -> None:
         """Refuse further requests: callers then get an error at once instead of waiting."""
+        self.line_open = False
         self._receive.close()
 
     def snapshot(self) -> WorkerStats:
@@ -588,6 +639,7 @@ class Worker:
             backend=self.backend.kind,
             state=self.state,
             mailbox_depth=mailbox.current_buffer_used,
+            waiting_for_room=len(self.line) + mailbox.tasks_waiting_send,
             mailbox_size=int(mailbox.max_buffer_size),
             in_flight=counters.in_flight,
             ops=dict(counters.ops),

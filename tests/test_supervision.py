@@ -292,6 +292,49 @@ async def test_a_full_mailbox_makes_callers_wait() -> None:
         assert await store.get_many([f"k{i}" for i in range(20)]) == [{"i": i} for i in range(20)]
 
 
+async def test_callers_past_a_full_mailbox_are_served_in_the_order_they_came() -> None:
+    """Callers queued behind a full mailbox reach the backend in the order they came, a round's worth at a time."""
+    backend = FaultyBackend()
+    async with Runtime(mailbox=MailboxPolicy(size=2, drain=2)) as runtime:
+        store = await runtime.spawn(backend)
+        backend.hang()
+        async with anyio.create_task_group() as group:
+            group.start_soon(store.put, "k0", {"n": 0})
+            await eventually(lambda: backend.entered == 1)
+            for number in range(1, 40):
+                group.start_soon(store.put, f"k{number}", {"n": number})
+                await anyio.lowlevel.checkpoint()  # each caller queues before the next comes
+            await eventually(lambda: runtime.stats()["faulty"].waiting_for_room == 37)
+            assert runtime.stats()["faulty"].mailbox_depth == 2
+            backend.release()
+        assert backend.keys_seen("put") == [f"k{number}" for number in range(40)]
+        assert runtime.stats()["faulty"].max_batch == 2
+        assert await store.get_many([f"k{number}" for number in range(40)]) == [{"n": n} for n in range(40)]
+
+
+async def test_callers_who_leave_the_line_leave_nothing_behind() -> None:
+    """Callers who give up waiting for room are swept out of the line: an overload with timeouts does not grow it."""
+    backend = FaultyBackend()
+    async with Runtime(mailbox=MailboxPolicy(size=2, drain=2)) as runtime:
+        store = await runtime.spawn(backend)
+        backend.hang()
+        async with anyio.create_task_group() as group:
+            group.start_soon(store.put, "held", {"v": 0})
+            await eventually(lambda: backend.entered == 1)
+            hurried = store.with_timeout(0.05)
+
+            async def give_up(number: int) -> None:
+                with pytest.raises(DeadlineExceededError):
+                    await hurried.put(f"k{number}", {"n": number})
+
+            async with anyio.create_task_group() as hurrying:
+                for number in range(1_000):
+                    hurrying.start_soon(give_up, number)
+            assert runtime.stats()["faulty"].waiting_for_room == 0
+            backend.release()
+        assert backend.keys_seen("put") == ["held"], "nobody who left was served"
+
+
 async def test_shutdown_drains_queued_writes() -> None:
     inner = MemoryBackend()
     backend = FaultyBackend(inner)
