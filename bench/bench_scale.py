@@ -9,8 +9,9 @@ process, each fresh per cell:
   decodes it, reads or writes a dict, and sets the event. kvrt's memory backend against it shows
   what kvrt's machinery costs over the bare design.
 - ``memory``, ``disk``, ``redis``: kvrt handles on that many workers, one backend each.
-- ``raw redis-py``: the same callers calling one ``redis.asyncio.Redis`` (its own pool) per worker
-  directly, a command per call; asyncio only (redis-py's asyncio client does not run on trio).
+- ``raw redis-py``: the same callers calling one ``redis.asyncio.Redis`` per worker directly, a
+  command per call, on a blocking pool of 64 connections (the default pool refuses callers past
+  its size); one worker's cells only, asyncio only (redis-py's asyncio client does not run on trio).
 
 For each cell it records the throughput and the spread of the callers' completion times (the
 worst caller's against the median's), and for the 10,000-caller cells the runtime's peak requests
@@ -55,6 +56,7 @@ WORKERS = (1, 16, 100)
 OPERATIONS = {"floor": 40_000, "memory": 40_000, "disk": 10_000, "redis": 40_000, "raw redis-py": 20_000}
 """Operations per cell (of each kind), by subject: slower subjects get fewer, so the run stays short."""
 DISK_WORKERS = (1, 16)
+"""Disk workers each own a directory and a SQLite connection: 100 of them is a file-handle test, not a bench."""
 
 Put = Callable[[str, dict[str, Any]], Awaitable[Any]]
 Get = Callable[[str], Awaitable[Any]]
@@ -142,7 +144,12 @@ def raw_redis(server: RedisTarget) -> Callable[[int], Any]:
 
     @asynccontextmanager
     async def subject(workers: int) -> AsyncIterator[Stores]:
-        clients = [redis.asyncio.Redis.from_url(server.url) for _ in range(workers)]
+        clients = [
+            redis.asyncio.Redis(
+                connection_pool=redis.asyncio.BlockingConnectionPool.from_url(server.url, max_connections=64)
+            )
+            for _ in range(workers)
+        ]
 
         async def put(client: redis.asyncio.Redis, key: str, value: dict[str, Any]) -> None:
             await client.set(key, msgspec.json.encode(value))
@@ -209,7 +216,7 @@ def _peak_rss_mb() -> float:
 
 def cells(name: str) -> list[tuple[int, int]]:
     """The (workers, callers) cells a subject runs: callers at least as many as workers."""
-    worker_counts = DISK_WORKERS if name == "disk" else WORKERS
+    worker_counts = DISK_WORKERS if name == "disk" else (1,) if name == "raw redis-py" else WORKERS
     return [(workers, callers) for workers in worker_counts for callers in CALLERS if callers >= workers]
 
 

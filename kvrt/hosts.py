@@ -3,7 +3,8 @@
 Drivers such as redis-py's asyncio client run only on asyncio. Under trio, a runtime starts one
 asyncio event loop in a thread of its own, opens such backends there (so their connection pools
 belong to that loop), and sends each backend call across whole: a merged batch crosses once, and
-its answer comes back by waking the waiting trio task, never by blocking either loop.
+its answer comes back by waking the waiting trio task, never by blocking either loop. Calls and
+answers that cross at about the same time share one wake of the other loop.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import asyncio
 import contextvars
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 
 from kvrt.backends.base import Backend
+from kvrt.crossing import Doorbell
+from kvrt.wakeups import AwaitedEvent, trio_events
 
 _T = TypeVar("_T")
 
@@ -32,11 +35,19 @@ def running_asyncio() -> bool:
 
 
 class AsyncioThread:
-    """An asyncio event loop running in a daemon thread, for one runtime's asyncio-only backends."""
+    """An asyncio event loop running in a daemon thread, for one runtime's asyncio-only backends.
+
+    Calls cross in both directions through a :class:`~kvrt.crossing.Doorbell` each: the calls that every
+    worker makes before the asyncio loop runs wake it once, and the answers that finish before the
+    trio loop runs wake it once, so many workers' small batches share their wakes.
+    """
 
     def __init__(self) -> None:
-        self._token = _trio_token()  # made under the runtime's trio loop, which every call comes from
+        token = _trio_token()  # made under the runtime's trio loop, which every call comes from
+        self._new_event = trio_events()
         self._loop = asyncio.new_event_loop()
+        self._calls: Doorbell[_HostCall] = Doorbell(self._loop.call_soon_threadsafe, self._start)
+        self._answers: Doorbell[_HostCall] = Doorbell(token.run_sync_soon, _wake)
         self._thread = threading.Thread(target=self._run, name="kvrt asyncio host", daemon=True)
         self._thread.start()
 
@@ -51,28 +62,71 @@ class AsyncioThread:
             self._loop.close()
 
     async def call(self, function: Callable[..., Awaitable[_T]], *args: Any) -> _T:
-        """Run ``function(*args)`` on the asyncio loop; wait for it here without blocking this loop.
-
-        The asyncio task starts from an empty context, not a copy of this trio task's: a copy
-        would carry the marker that tells sniffio (and so anyio) "trio", and anyio code in the
-        driver's call (a cancel scope) would then act as if it were running under trio.
-        """
-        start = contextvars.Context().run  # the task created inside copies this empty context
-        future = start(asyncio.run_coroutine_threadsafe, _awaited(function, *args), self._loop)
-        done = anyio.Event()
-        wake = self._token.run_sync_soon
-        future.add_done_callback(lambda _: wake(done.set))
+        """Run ``function(*args)`` on the asyncio loop; wait for it here without blocking this loop."""
+        call = _HostCall(function, args, self._new_event())
+        self._calls.ring(call)
         try:
-            await done.wait()
+            await call.arrived.wait()
         except BaseException:
-            future.cancel()  # cancels the asyncio task too: the driver call is abandoned there
+            call.abandoned = True  # not started yet: it never will be
+            self._loop.call_soon_threadsafe(call.cancel)  # started: the driver call is abandoned there
             raise
-        return future.result()
+        if call.error is not None:
+            raise call.error
+        return cast(_T, call.result)
+
+    def _start(self, call: _HostCall) -> None:
+        """Start ``call`` as a task on the asyncio loop (in the doorbell's callback there).
+
+        The task runs in an empty context, not a copy of the trio task's: a copy would carry the
+        marker that tells sniffio (and so anyio) "trio", and anyio code in the driver's call (a
+        cancel scope) would then act as if it were running under trio.
+        """
+        if call.abandoned:
+            return
+        call.task = self._loop.create_task(_awaited(call.function, *call.args), context=contextvars.Context())
+        call.task.add_done_callback(lambda task: self._finished(call, task))
+
+    def _finished(self, call: _HostCall, task: asyncio.Task[Any]) -> None:
+        if call.abandoned:
+            return
+        if task.cancelled():
+            call.error = RuntimeError("the asyncio host stopped before the call finished")
+        elif (error := task.exception()) is not None:
+            call.error = error
+        else:
+            call.result = task.result()
+        self._answers.ring(call)
 
     async def stop(self) -> None:
         """Stop the loop (cancelling what still runs on it) and wait for its thread to end."""
         self._loop.call_soon_threadsafe(self._loop.stop)
         await anyio.to_thread.run_sync(self._thread.join)
+
+
+class _HostCall:
+    """One backend call crossing to the asyncio thread and its answer crossing back."""
+
+    __slots__ = ("abandoned", "args", "arrived", "error", "function", "result", "task")
+
+    def __init__(self, function: Callable[..., Awaitable[Any]], args: tuple[Any, ...], arrived: AwaitedEvent) -> None:
+        self.function = function
+        self.args = args
+        self.arrived = arrived
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.task: asyncio.Task[Any] | None = None
+        self.abandoned = False
+        """Set by a caller that stopped waiting (from its trio thread)."""
+
+    def cancel(self) -> None:
+        """Cancel the call's task, if it started (on the asyncio loop)."""
+        if self.task is not None:
+            self.task.cancel()
+
+
+def _wake(call: _HostCall) -> None:
+    call.arrived.set()
 
 
 async def _awaited(function: Callable[..., Awaitable[_T]], *args: Any) -> _T:
