@@ -398,19 +398,10 @@ class AttachedHandle(Handle):
         slot.hold(limit)
         item = (frame, slot)
         try:
-            if self._line:
-                raise anyio.WouldBlock  # callers wait for room already: this one goes behind them
-            self._send.send_nowait(item)
-        except anyio.WouldBlock:
-            try:
-                if not self._queue_when_full(item):
-                    start_soon(_answer, slot, self._send_waiting(item), False)
-            except KeyValueError as exc:
-                slot.fail(exc)
-        except anyio.ClosedResourceError:
-            slot.fail(RuntimeClosedError("The runtime is closed.", backend=self.name))
-        except anyio.BrokenResourceError:
-            slot.fail(self._unavailable())
+            if not self._enqueue(item):
+                start_soon(_answer, slot, self._send_waiting(item), False)
+        except KeyValueError as exc:
+            slot.fail(exc)
 
     async def _accept_in_turn(self, frame: bytes, slot: RemoteSlot) -> None:
         """Wait for a place under the in-flight cap, then send (unless the caller left meanwhile)."""
@@ -420,17 +411,25 @@ class AttachedHandle(Handle):
             slot.drop()
             return
         item = (frame, slot)
-        try:
-            if self._line:
-                raise anyio.WouldBlock  # callers wait for room already: this one goes behind them
-            self._send.send_nowait(item)
-        except anyio.WouldBlock:
-            if not self._queue_when_full(item):
-                await self._send_waiting(item)
-        except anyio.ClosedResourceError:
-            raise RuntimeClosedError("The runtime is closed.", backend=self.name) from None
-        except anyio.BrokenResourceError:
-            raise self._unavailable() from None
+        if not self._enqueue(item):
+            await self._send_waiting(item)
+
+    def _enqueue(self, item: tuple[bytes, ReplySlot]) -> bool:
+        """Queue a crossed request without waiting: in the mailbox, or in line behind those waiting for room.
+
+        What :meth:`_exchange` does inline; ``False`` as for :meth:`_queue_when_full`.
+        """
+        if not self._line:
+            try:
+                self._send.send_nowait(item)
+                return True
+            except anyio.WouldBlock:
+                pass
+            except anyio.ClosedResourceError:
+                raise RuntimeClosedError("The runtime is closed.", backend=self.name) from None
+            except anyio.BrokenResourceError:
+                raise self._unavailable() from None
+        return self._queue_when_full(item)
 
     def _unavailable(self) -> Exception:
         if self._worker.state == "unavailable":
