@@ -1,4 +1,4 @@
-"""The asyncio host calls and answers cross a batch per wake; a caller who leaves cancels its call."""
+"""The asyncio host: calls and answers cross a batch per wake; a caller who leaves cancels its call."""
 
 from __future__ import annotations
 
