@@ -10,8 +10,9 @@ process, each fresh per cell:
   what kvrt's machinery costs over the bare design.
 - ``memory``, ``disk``, ``redis``: kvrt handles on that many workers, one backend each.
 - ``raw redis-py``: the same callers calling one ``redis.asyncio.Redis`` per worker directly, a
-  command per call, on a blocking pool of 64 connections (the default pool refuses callers past
-  its size); one worker's cells only, asyncio only (redis-py's asyncio client does not run on trio).
+  command per call, on a blocking pool of up to 1,024 connections (a connection per caller up to
+  there; the default pool refuses callers past its size); one worker's cells only, asyncio only
+  (redis-py's asyncio client does not run on trio).
 
 Each cell runs under asyncio and then trio before the next (so the machine's drift falls on both),
 ``--rounds`` times, keeping the best. For each cell it records the throughput and the spread of
@@ -147,7 +148,7 @@ def raw_redis(server: RedisTarget) -> Callable[[int], Any]:
     async def subject(workers: int) -> AsyncIterator[Stores]:
         clients = [
             redis.asyncio.Redis(
-                connection_pool=redis.asyncio.BlockingConnectionPool.from_url(server.url, max_connections=64)
+                connection_pool=redis.asyncio.BlockingConnectionPool.from_url(server.url, max_connections=1_024)
             )
             for _ in range(workers)
         ]
