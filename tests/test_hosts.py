@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,20 +31,26 @@ def counting(schedule: Callable[[Callable[[], None]], Any], wakes: list[int]) ->
 
 
 async def test_calls_made_together_share_their_wakes() -> None:
+    """50 calls rung while the host loop is busy wake it once; 50 answers rung while trio is busy wake trio once.
+
+    Each loop is held busy on purpose (blocked on a ``threading.Event``), so what arrives meanwhile
+    is certainly together: without that, whether two rings share a wake is up to the thread switch.
+    """
     host = AsyncioThread()
     calls, answers = [0], [0]
     host._calls._schedule = counting(host._calls._schedule, calls)
     host._answers._schedule = counting(host._answers._schedule, answers)
+    host_free = threading.Event()
     release = asyncio.Event()  # waited on and set on the host's loop only
-    started = [0]
+    blocked = [False]
+
+    async def block_host() -> None:
+        blocked[0] = True
+        host_free.wait(10)  # holds the host loop itself
 
     async def held(number: int) -> int:
-        started[0] += 1
         await release.wait()
         return number
-
-    async def open_gate() -> None:
-        release.set()
 
     results: list[int] = []
 
@@ -51,13 +59,21 @@ async def test_calls_made_together_share_their_wakes() -> None:
 
     try:
         async with anyio.create_task_group() as group:
+            group.start_soon(host.call, block_host)
+            await eventually(lambda: blocked[0])
             for number in range(50):
                 group.start_soon(caller, number)
-            await eventually(lambda: started[0] == 50)
-            await host.call(open_gate)
+            await anyio.wait_all_tasks_blocked()  # every caller has rung and waits for its answer
+            host_free.set()
+            await eventually(lambda: calls[0] == 2 and not host._answers._items)  # the blocker has answered
+            answers_before = answers[0]
+            host._loop.call_soon_threadsafe(release.set)
+            deadline = time.monotonic() + 10
+            while len(host._answers._items) < 50 and time.monotonic() < deadline:
+                time.sleep(0.001)  # noqa: ASYNC251 - holds the trio loop itself while the 50 answers ring
         assert sorted(results) == list(range(50))
-        assert calls[0] < 51 / 2, f"51 calls woke the host loop {calls[0]} times"
-        assert answers[0] < 51 / 2, f"51 answers woke the trio loop {answers[0]} times"
+        assert calls[0] == 2, "the blocker's wake, then one for the 50 calls rung meanwhile"
+        assert answers[0] - answers_before == 1, "one wake for the 50 answers rung meanwhile"
     finally:
         await host.stop()
 
