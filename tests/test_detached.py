@@ -278,3 +278,29 @@ async def test_the_in_flight_cap_bounds_detached_callers_and_every_place_comes_b
         assert 1 < numbers.peak_in_flight <= cap
         await eventually(lambda: runtime.runtime_stats().in_flight == 0)  # withdrawn requests gave theirs back
         assert left > 0, "some hurried callers left before their reply"
+
+
+async def test_closing_the_runtime_answers_callers_still_waiting_for_their_turn() -> None:
+    """Callers queued for the in-flight cap when the runtime closes past its grace hear so; none is left waiting."""
+    from kvrt.testing.faults import FaultyBackend
+
+    backend = FaultyBackend()
+    backend.slow(30)
+    runtime = kvrt.Runtime.detached(max_in_flight=1, shutdown_grace=0.2)
+    cache = runtime.open(backend, name="slow")
+    outcomes: list[str] = []
+
+    async def put(number: int) -> None:
+        try:
+            await cache.put(f"k{number}", {"n": number})
+            outcomes.append("stored")
+        except RuntimeClosedError:
+            outcomes.append("closed")
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as group:
+            for number in range(5):
+                group.start_soon(put, number)
+            await eventually(lambda: backend.entered == 1 and runtime.runtime_stats().in_flight == 1)
+            await runtime.aclose()
+    assert outcomes == ["closed"] * 5
