@@ -101,21 +101,16 @@ class RemoteSlot(ReplySlot):
     def resolve(self, result: Any) -> None:
         """Deliver ``result``; the caller's loop is woken (with the rest of the round's replies)."""
         self.result = result
-        self._answered = True
-        place = self._place
-        if place is not None:  # drop(), inlined: once per request
-            self._place = None
-            place.release()
-        self._doorbell.ring(self)
+        self._answer()
 
     def fail(self, error: BaseException) -> None:
         """Deliver ``error``; the caller's loop is woken."""
         self.error = error
+        self._answer()
+
+    def _answer(self) -> None:
         self._answered = True
-        place = self._place
-        if place is not None:  # drop(), inlined: once per request
-            self._place = None
-            place.release()
+        self.drop()
         self._doorbell.ring(self)
 
     def drop(self) -> None:
