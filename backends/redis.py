@@ -1,9 +1,11 @@
-"""Redis, Valkey and Redis Cluster, on redis-py's asyncio client.
+"""Redis, Valkey and Redis Cluster: a single server on kvrt's own connections, a cluster on redis-py's client.
 
-The worker owns the client and its connection pool; what concurrent callers ask of one collection
-arrives here as one batch. On a single server: gets as one ``MGET``, puts as one ``MSET`` (or,
-where entries expire, one pipeline of ``SET ... PX``), deletes as one pipeline of ``UNLINK`` (a
-result per key), a batch of one key as a single plain command, all on connections the worker holds
+The worker owns its connections; what concurrent callers ask of one collection arrives here as
+one batch. On a single server: gets as one ``MGET``, puts as one ``MSET`` (or, where entries
+expire, one pipeline of ``SET ... PX``), deletes as one pipeline of ``UNLINK`` (a result per key),
+a batch of one key as a single plain command, all on connections the worker holds: kvrt's own
+RESP connections on anyio sockets for a server given by URL (:mod:`kvrt.backends.redis_wire`, on
+asyncio and trio alike), or those of a passed-in client's pool
 (:mod:`kvrt.backends.redis_connections`). On a cluster: one single-key command a key, pipelined per
 node, since a slot being resharded refuses multi-key commands until it has moved.
 The layout is py-key-value's ``RedisStore``'s, ``"{collection}::{key}"`` holding the JSON document
@@ -15,7 +17,8 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from typing import Any, cast
 
 from kvrt.backends.base import Backend, Capabilities
@@ -31,6 +34,7 @@ with needs_extra("redis", "RedisBackend"):
     from redis.backoff import NoBackoff
 
     from kvrt.backends.redis_connections import HeldConnections
+    from kvrt.backends.redis_wire import WireConnections, address
 
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 _SCAN_COUNT = 1000
@@ -74,9 +78,10 @@ class RedisBackend(Backend):
 
     ``url`` takes ``redis://`` or ``rediss://`` (TLS), with ``user:password@`` (ACL) and the
     database number as the path (``redis://:secret@host:6379/2``); ``cluster=True`` treats it as
-    one node of a Redis Cluster. ``client_options`` go to redis-py's ``from_url`` (``ssl_ca_certs``,
-    ``socket_timeout``, ...). Or pass an existing ``client`` (``redis.asyncio.Redis`` or
-    ``RedisCluster``): kvrt uses it as it is and never closes it.
+    one node of a Redis Cluster; ``unix://`` reaches a Unix socket. ``client_options`` are redis-py's
+    ``from_url`` options: kvrt's own connections honour the timeouts and ``ssl_*`` ones, and any
+    other leaves the backend on redis-py's client. Or pass an existing ``client``
+    (``redis.asyncio.Redis`` or ``RedisCluster``): kvrt uses it as it is and never closes it.
 
     ``pool_size`` bounds the connections to a single server, and so the batches in flight at once.
     A cluster gets one connection per node and one batch in flight (pipelined to every node it
@@ -115,10 +120,13 @@ class RedisBackend(Backend):
             **client_options,
         }
         self._pool_size = pool_size
+        self._wire = None if url is None or self._cluster else address(url, client_options)
+        """A single server by URL: kvrt speaks RESP itself on anyio sockets, so it runs on trio as well."""
+        self.asyncio_only = self._wire is None
         calls_out = 1 if self._cluster else min(pool_size, 4)
         if isinstance(client, redis.asyncio.Redis):  # its pool's bound, not ours, then limits the calls out
             calls_out = min(calls_out, client.connection_pool.max_connections)
-        self._held: HeldConnections | None = None
+        self._held: HeldConnections | WireConnections | None = None
         """A single server's connections, held by the worker (a cluster goes through its client)."""
         self._known_nodes: list[ClusterNode] = []
         self.capabilities = Capabilities(
@@ -140,6 +148,15 @@ class RedisBackend(Backend):
 
     async def open(self) -> None:
         """Create the client (unless one was given) and check that the server answers."""
+        if self._wire is not None:
+            wire = WireConnections(self._wire)
+            try:
+                await wire.execute("PING")
+            except BaseException:
+                await wire.release()
+                raise
+            self._held = wire
+            return
         if self._client is None:
             assert self.url is not None
             options = {"max_connections": self._pool_size, **self._options}
@@ -249,21 +266,23 @@ class RedisBackend(Backend):
         """Return the keys of ``collection``: a complete SCAN, not one page."""
         prefix = collection_prefix(collection)
         names: dict[str, None] = {}  # SCAN may return a key twice
-        async for stored in self._scan(_glob_escape(prefix) + "*"):
-            names[_text(stored)[len(prefix) :]] = None
-            if limit is not None and len(names) >= limit:
-                break
+        async with aclosing(self._scan(_glob_escape(prefix) + "*")) as scan:
+            async for stored in scan:
+                names[_text(stored)[len(prefix) :]] = None
+                if limit is not None and len(names) >= limit:
+                    break
         return list(names)
 
     async def collections(self, limit: int | None) -> list[str]:
         """Return the collections that hold keys in kvrt's layout (a SCAN of the database)."""
         names: dict[str, None] = {}
-        async for stored in self._scan("*" + SEPARATOR + "*"):
-            parts = split_compound_key(_text(stored))
-            if parts is not None:
-                names[parts[0]] = None
-                if limit is not None and len(names) >= limit:
-                    break
+        async with aclosing(self._scan("*" + SEPARATOR + "*")) as scan:
+            async for stored in scan:
+                parts = split_compound_key(_text(stored))
+                if parts is not None:
+                    names[parts[0]] = None
+                    if limit is not None and len(names) >= limit:
+                        break
         return list(names)
 
     async def destroy(self) -> bool:
@@ -288,7 +307,7 @@ class RedisBackend(Backend):
         """Unlink ``names`` (as stored) in one pipeline; return how many existed."""
         return sum(await self._pipeline([("UNLINK", name) for name in names])) if names else 0
 
-    async def _scan(self, pattern: str) -> AsyncIterator[bytes | str]:
+    async def _scan(self, pattern: str) -> AsyncGenerator[bytes | str]:
         """Every key matching ``pattern``, as stored: pages of SCAN on a held connection, or every node's."""
         held = self._held
         if held is None:

@@ -43,6 +43,7 @@ async def test_short_deadlines_never_make_a_worker_unavailable_for_others(backen
     stop = anyio.Event()
     async with Runtime() as runtime:  # default policies
         store = await runtime.spawn(backend, name="worker")
+
         async def hurried_caller(number: int) -> None:
             hurried = store.with_timeout(0.0002 + 0.0028 * number / (HURRIED - 1))
             index = 0
