@@ -33,7 +33,7 @@ with needs_extra("redis", "RedisBackend"):
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 
-    from kvrt.backends.redis_connections import HeldConnections
+    from kvrt.backends.redis_connections import Connections, HeldConnections
     from kvrt.backends.redis_wire import WireConnections, address
 
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
@@ -126,7 +126,7 @@ class RedisBackend(Backend):
         calls_out = 1 if self._cluster else min(pool_size, 4)
         if isinstance(client, redis.asyncio.Redis):  # its pool's bound, not ours, then limits the calls out
             calls_out = min(calls_out, client.connection_pool.max_connections)
-        self._held: HeldConnections | WireConnections | None = None
+        self._held: Connections | None = None
         """A single server's connections, held by the worker (a cluster goes through its client)."""
         self._known_nodes: list[ClusterNode] = []
         self.capabilities = Capabilities(

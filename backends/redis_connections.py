@@ -23,7 +23,26 @@ with needs_extra("redis", "RedisBackend"):
     import redis.exceptions
 
 
-class HeldConnections:
+class Connections:
+    """What a Redis worker sends its commands through: a batch of packed commands, their replies in order."""
+
+    __slots__ = ()
+
+    async def execute(self, *command: Any) -> Any:
+        """Send one command and return its reply; an error reply raises redis-py's exception for it."""
+        (reply,) = await self.pipeline([command])
+        return reply
+
+    async def pipeline(self, commands: Sequence[tuple[Any, ...]], *, raise_on_error: bool = True) -> list[Any]:
+        """Send ``commands`` in one write and return their replies in order (see the subclasses)."""
+        raise NotImplementedError
+
+    async def release(self) -> None:
+        """Let go of every connection; one still out on a call goes when that call ends."""
+        raise NotImplementedError
+
+
+class HeldConnections(Connections):
     """Connections taken from one redis-py pool and kept, one per call in flight at once."""
 
     __slots__ = ("_closed", "_held", "_idle", "_pool")
@@ -34,11 +53,6 @@ class HeldConnections:
         self._held: list[Any] = []
         """Every connection taken from the pool and not given back: idle, or out on a call."""
         self._closed = False
-
-    async def execute(self, *command: Any) -> Any:
-        """Send one command and return its reply; an error reply raises redis-py's exception for it."""
-        (reply,) = await self.pipeline([command])
-        return reply
 
     async def pipeline(self, commands: Sequence[tuple[Any, ...]], *, raise_on_error: bool = True) -> list[Any]:
         """Send ``commands`` in one write and return their replies in order.

@@ -22,6 +22,7 @@ import anyio
 import anyio.abc
 import redis.exceptions
 
+from kvrt.backends.redis_connections import Connections
 from kvrt.backends.resp import Incomplete, pack, parse
 
 _READ_SIZE = 65536
@@ -126,24 +127,15 @@ class _Connection:
         return replies
 
 
-class WireConnections:
-    """Connections to one server, opened as calls need them (at most ``size``), kept and reused.
+class WireConnections(Connections):
+    """Connections to one server, opened as calls need them (one per call in flight), kept and reused."""
 
-    Has the same calls as :class:`~kvrt.backends.redis_connections.HeldConnections`.
-    """
-
-    __slots__ = ("_address", "_closed", "_idle", "_open")
+    __slots__ = ("_address", "_closed", "_idle")
 
     def __init__(self, where: Address) -> None:
         self._address = where
         self._idle: list[_Connection] = []
-        self._open: set[_Connection] = set()
         self._closed = False
-
-    async def execute(self, *command: Any) -> Any:
-        """Send one command and return its reply; an error reply raises redis-py's exception for it."""
-        (reply,) = await self.pipeline([command])
-        return reply
 
     async def pipeline(self, commands: Sequence[tuple[Any, ...]], *, raise_on_error: bool = True) -> list[Any]:
         """Send ``commands`` in one write and return their replies in order.
@@ -156,11 +148,9 @@ class WireConnections:
         try:
             replies = await self._exchange(connection, pack(commands), len(commands))
         except BaseException:
-            self._open.discard(connection)
             await _close(connection)
             raise
         if self._closed:
-            self._open.discard(connection)
             await _close(connection)
         else:
             self._idle.append(connection)
@@ -201,7 +191,6 @@ class WireConnections:
         except OSError as exc:
             raise redis.exceptions.ConnectionError(f"Error connecting to {where!r}: {exc.strerror or exc}") from None
         connection = _Connection(stream)
-        self._open.add(connection)
         login: list[tuple[Any, ...]] = []
         if where.password is not None:
             login.append(("AUTH", where.username, where.password) if where.username else ("AUTH", where.password))
@@ -214,7 +203,6 @@ class WireConnections:
                     if isinstance(reply, redis.exceptions.RedisError):
                         raise reply
             except BaseException:
-                self._open.discard(connection)
                 await _close(connection)
                 raise
         return connection
@@ -224,7 +212,6 @@ class WireConnections:
         self._closed = True
         idle, self._idle = self._idle, []
         for connection in idle:
-            self._open.discard(connection)
             await _close(connection)
 
 
