@@ -62,6 +62,7 @@ class Address:
         return f"<Address {place} db={self.db}{' tls' if self.tls else ''}>"
 
 
+_CERT_REQUIREMENTS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
 _PLACE = frozenset({"host", "port", "path", "db", "username", "password", "connection_class"})
 
 
@@ -83,9 +84,9 @@ def address(url: str, options: dict[str, Any]) -> Address | None:
             tls.load_cert_chain(given["ssl_certfile"], given.get("ssl_keyfile"))
         requirement = given.get("ssl_cert_reqs", ssl.CERT_REQUIRED)
         if isinstance(requirement, str):
-            requirement = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}[
-                requirement
-            ]
+            if requirement not in _CERT_REQUIREMENTS:
+                raise ValueError(f"ssl_cert_reqs must be one of {sorted(_CERT_REQUIREMENTS)}, not {requirement!r}")
+            requirement = _CERT_REQUIREMENTS[requirement]
         tls.check_hostname = bool(given.get("ssl_check_hostname", False)) and requirement != ssl.CERT_NONE
         tls.verify_mode = requirement
     return Address(
@@ -154,11 +155,7 @@ class WireConnections(Connections):
             await _close(connection)
         else:
             self._idle.append(connection)
-        for reply in replies:  # a refused login or a loading server is never a reply to hand back
-            if isinstance(reply, redis.exceptions.RedisError) and (
-                raise_on_error or not isinstance(reply, redis.exceptions.ResponseError)
-            ):
-                raise reply
+        _raise_errors(replies, every=raise_on_error)
         return replies
 
     async def _exchange(self, connection: _Connection, payload: bytes, count: int) -> list[Any]:
@@ -198,10 +195,7 @@ class WireConnections(Connections):
             login.append(("SELECT", where.db))
         if login:
             try:
-                replies = await self._exchange(connection, pack(login), len(login))
-                for reply in replies:
-                    if isinstance(reply, redis.exceptions.RedisError):
-                        raise reply
+                _raise_errors(await self._exchange(connection, pack(login), len(login)), every=True)
             except BaseException:
                 await _close(connection)
                 raise
@@ -213,6 +207,18 @@ class WireConnections(Connections):
         idle, self._idle = self._idle, []
         for connection in idle:
             await _close(connection)
+
+
+def _raise_errors(replies: list[Any], *, every: bool) -> None:
+    """Raise the first error reply (``every``), or the first that is not a ``ResponseError``.
+
+    A refused login or a loading server is never a reply to hand back in a command's place.
+    """
+    for reply in replies:
+        if isinstance(reply, redis.exceptions.RedisError) and (
+            every or not isinstance(reply, redis.exceptions.ResponseError)
+        ):
+            raise reply
 
 
 async def _close(connection: _Connection) -> None:

@@ -81,6 +81,11 @@ def test_a_url_address_never_shows_its_password() -> None:
     assert "s3cret" not in repr(where)
 
 
+def test_a_certificate_requirement_it_does_not_know_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="ssl_cert_reqs"):
+        address("rediss://127.0.0.1:6390/0", {"ssl_cert_reqs": "sometimes"})
+
+
 def test_options_the_wire_does_not_take_leave_the_backend_on_redis_py() -> None:
     assert address("redis://127.0.0.1:6390/0?health_check_interval=30", {}) is None
     assert RedisBackend("redis://127.0.0.1:6390/0", health_check_interval=30).asyncio_only
