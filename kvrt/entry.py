@@ -85,6 +85,17 @@ def check_keys(keys: Sequence[str]) -> list[str]:
     return [check_key(key) for key in keys]
 
 
+def check_limit(limit: int | None) -> int | None:
+    """Return a listing's ``limit``, ``None`` or a non-negative ``int``; else raise ``TypeError`` or ``ValueError``."""
+    if limit is None:
+        return None
+    if type(limit) is not int:
+        raise TypeError(f"limit must be an int or None, not {type(limit).__name__}")
+    if limit < 0:
+        raise ValueError("limit must not be negative")
+    return limit
+
+
 def check_ttl(ttl: SupportsFloat | None) -> float | None:
     """Return ``ttl`` as seconds (``None`` for no expiry), or raise :class:`InvalidTTLError`.
 
@@ -156,6 +167,14 @@ def encode_value(value: Mapping[str, Any]) -> bytes:
     if refused is not None:
         raise SerializationError(refused)
     return _encoder.encode(plain)
+
+
+def decode_value(data: bytes | str) -> dict[str, Any]:
+    """Return the mapping JSON ``data`` holds; raise :class:`DeserializationError` for anything else."""
+    try:
+        return _value_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise DeserializationError(f"The stored data is not a JSON object: {exc}") from None
 
 
 def _normalized(obj: Any, path: str) -> Any:

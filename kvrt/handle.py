@@ -24,6 +24,7 @@ from kvrt.entry import (
     Entry,
     check_key,
     check_keys,
+    check_limit,
     check_ttl,
     collection_name,
     decode_entry,
@@ -474,16 +475,6 @@ def _check_timeout(seconds: float | None) -> float | None:
     return float(seconds)
 
 
-def _check_limit(limit: int | None) -> int | None:
-    if limit is None:
-        return None
-    if type(limit) is not int:
-        raise TypeError(f"limit must be an int or None, not {type(limit).__name__}")
-    if limit < 0:
-        raise ValueError("limit must not be negative")
-    return limit
-
-
 class KeysSegment(Handle):
     """The ``keys`` segment of a handle."""
 
@@ -492,7 +483,7 @@ class KeysSegment(Handle):
     async def keys(self, collection: str | None = None, *, limit: int | None = None) -> list[str]:
         """Return the live keys of ``collection``: all of them, or the first ``limit``."""
         collection = collection_name(collection, self._default_collection)
-        limit = _check_limit(limit)
+        limit = check_limit(limit)
         if limit == 0:
             return []
         names: list[str] = await self._call(Keys(self._deadline(), collection, limit))
@@ -506,7 +497,7 @@ class CollectionsSegment(Handle):
 
     async def collections(self, *, limit: int | None = None) -> list[str]:
         """Return the names of the collections that hold entries."""
-        limit = _check_limit(limit)
+        limit = check_limit(limit)
         if limit == 0:
             return []
         names: list[str] = await self._call(Collections(self._deadline(), limit))
