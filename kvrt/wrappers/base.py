@@ -68,16 +68,39 @@ def first(names: Iterable[str], limit: int | None) -> list[str]:
     return listed if limit is None else listed[:limit]
 
 
-class BaseWrapper:
+class _Hooks:
+    """What a segment class calls; :class:`BaseWrapper` gives each a pass-through body."""
+
+    async def _keys(self, collection: str | None, limit: int | None) -> list[str]:
+        raise NotImplementedError
+
+    async def _collections(self, limit: int | None) -> list[str]:
+        raise NotImplementedError
+
+    async def _destroy(self) -> bool:
+        raise NotImplementedError
+
+    async def _destroy_collection(self, collection: str) -> bool:
+        raise NotImplementedError
+
+    async def _cull(self) -> None:
+        raise NotImplementedError
+
+
+class BaseWrapper(_Hooks):
     """Wraps ``key_value`` and passes every call through unchanged; subclasses change what they need.
 
     A subclass sets its attributes and then calls ``super().__init__()``, which offers the segments
-    :meth:`_segments` names. A subclass that does not call it offers none.
+    :meth:`_segments` names. One that does not call it, or has no ``key_value`` yet, offers none.
     """
 
     key_value: AsyncKeyValue
 
-    def __init__(self) -> None:
+    def __init__(self, key_value: AsyncKeyValue | None = None) -> None:
+        if key_value is not None:
+            self.key_value = key_value
+        if not hasattr(self, "key_value"):
+            return
         segments = self._segments()
         if segments:
             self.__class__ = _composed(type(self), segments)
@@ -139,7 +162,7 @@ class BaseWrapper:
         await cull_of(self.key_value).cull()
 
 
-class KeysSegment(BaseWrapper):
+class KeysSegment(_Hooks):
     """The ``keys`` segment, mixed into a wrapper whose store offers it."""
 
     async def keys(self, collection: str | None = None, *, limit: int | None = None) -> list[str]:
@@ -147,7 +170,7 @@ class KeysSegment(BaseWrapper):
         return await self._keys(collection, limit)
 
 
-class CollectionsSegment(BaseWrapper):
+class CollectionsSegment(_Hooks):
     """The ``collections`` segment, mixed into a wrapper whose store offers it."""
 
     async def collections(self, *, limit: int | None = None) -> list[str]:
@@ -155,7 +178,7 @@ class CollectionsSegment(BaseWrapper):
         return await self._collections(limit)
 
 
-class DestroySegment(BaseWrapper):
+class DestroySegment(_Hooks):
     """The ``destroy`` segment, mixed into a wrapper whose store offers it."""
 
     async def destroy(self) -> bool:
@@ -163,7 +186,7 @@ class DestroySegment(BaseWrapper):
         return await self._destroy()
 
 
-class DestroyCollectionSegment(BaseWrapper):
+class DestroyCollectionSegment(_Hooks):
     """The ``destroy_collection`` segment, mixed into a wrapper whose store offers it."""
 
     async def destroy_collection(self, collection: str) -> bool:
@@ -171,7 +194,7 @@ class DestroyCollectionSegment(BaseWrapper):
         return await self._destroy_collection(collection)
 
 
-class CullSegment(BaseWrapper):
+class CullSegment(_Hooks):
     """The ``cull`` segment, mixed into a wrapper whose store offers it."""
 
     async def cull(self) -> None:
@@ -179,7 +202,7 @@ class CullSegment(BaseWrapper):
         await self._cull()
 
 
-_SEGMENT_CLASSES: dict[str, type[BaseWrapper]] = {
+_SEGMENT_CLASSES: dict[str, type[_Hooks]] = {
     "collections": CollectionsSegment,
     "cull": CullSegment,
     "destroy": DestroySegment,
