@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from importlib.metadata import PackageNotFoundError, version
 
 import pytest
 
-from kvrt.testing.conformance import LOOPS
+from kvrt import Runtime
+from kvrt.backends.memory import MemoryBackend
+from kvrt.backends.redis import RedisBackend
+from kvrt.testing.conformance import LOOPS, ListingStore, listing
 from kvrt.testing.servers import (
     VALKEY_INSTALL,
     RedisTarget,
@@ -54,3 +57,20 @@ def redis_cluster_server() -> Iterator[RedisTarget]:
     """A 3-master Redis Cluster of local redis-server processes."""
     with cluster_target(redis_binary()) as target:
         yield target
+
+
+@pytest.fixture
+async def runtime(anyio_backend: str) -> AsyncIterator[Runtime]:
+    """A runtime for one test."""
+    async with Runtime() as runtime:
+        yield runtime
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest, runtime: Runtime) -> ListingStore:
+    """A handle on a fresh memory backend, or on a flushed real Redis server: what wrappers and adapters wrap."""
+    if request.param == "memory":
+        return listing(await runtime.spawn(MemoryBackend(), name="memory"))
+    server: RedisTarget = request.getfixturevalue("redis_server")
+    server.flush()
+    return listing(await runtime.spawn(RedisBackend(server.url), name="redis"))

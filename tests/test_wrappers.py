@@ -6,7 +6,6 @@ import base64
 import gzip
 import json
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -16,7 +15,6 @@ from cryptography.fernet import Fernet
 
 from kvrt import Runtime
 from kvrt.backends.memory import MemoryBackend
-from kvrt.backends.redis import RedisBackend
 from kvrt.errors import (
     CorruptedDataError,
     DecryptionError,
@@ -28,10 +26,8 @@ from kvrt.errors import (
     ReadOnlyError,
     SerializationError,
 )
-from kvrt.handle import Handle
 from kvrt.protocol import AsyncKeyValue
-from kvrt.testing.conformance import assert_ttl
-from kvrt.testing.servers import RedisTarget
+from kvrt.testing.conformance import ListingStore, assert_ttl, listing
 from kvrt.wrappers import (
     BaseWrapper,
     CollectionRoutingWrapper,
@@ -53,30 +49,13 @@ from kvrt.wrappers.base import segments_of
 
 pytestmark = pytest.mark.anyio
 
-ALL = frozenset({"keys", "collections", "destroy", "destroy_collection", "cull"})
 BIG = {"text": "kvrt " * 400}
 
 
 @pytest.fixture
-async def runtime(anyio_backend: str) -> AsyncIterator[Runtime]:
-    async with Runtime() as runtime:
-        yield runtime
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest, runtime: Runtime) -> Handle:
-    """A handle on a fresh memory backend, or on a flushed real Redis server."""
-    if request.param == "memory":
-        return await runtime.spawn(MemoryBackend(), name="memory")
-    server: RedisTarget = request.getfixturevalue("redis_server")
-    server.flush()
-    return await runtime.spawn(RedisBackend(server.url), name="redis")
-
-
-@pytest.fixture
-async def other(runtime: Runtime) -> Handle:
+async def other(runtime: Runtime) -> ListingStore:
     """A second, separate memory handle (a near cache, another route)."""
-    return await runtime.spawn(MemoryBackend(), name="other")
+    return listing(await runtime.spawn(MemoryBackend(), name="other"))
 
 
 def keys_only(store: AsyncKeyValue) -> AsyncKeyValue:
@@ -92,7 +71,7 @@ def listed(store: Any) -> Any:
 # --- segments offered -------------------------------------------------------------------------
 
 
-async def test_each_wrapper_offers_the_segments_it_can_translate(store: Handle, other: Handle) -> None:
+async def test_each_wrapper_offers_the_segments_it_can_translate(store: ListingStore, other: ListingStore) -> None:
     inner = segments_of(store)
     assert inner >= {"keys", "collections", "destroy", "destroy_collection"}
     passthrough: list[AsyncKeyValue] = [
@@ -116,7 +95,7 @@ async def test_each_wrapper_offers_the_segments_it_can_translate(store: Handle, 
     assert segments_of(cache) == inner - {"destroy"}  # a cache it could not clear would serve destroyed data
 
 
-async def test_over_a_store_with_fewer_segments_a_wrapper_offers_fewer(store: Handle) -> None:
+async def test_over_a_store_with_fewer_segments_a_wrapper_offers_fewer(store: ListingStore) -> None:
     narrow = keys_only(store)
     assert segments_of(narrow) == {"keys", "destroy_collection"}
     assert segments_of(CompressionWrapper(key_value=narrow)) == {"keys", "destroy_collection"}
@@ -136,7 +115,7 @@ async def test_over_a_store_with_fewer_segments_a_wrapper_offers_fewer(store: Ha
     assert await late.get("k") is None
 
 
-async def test_wrappers_stack_and_keep_their_class(store: Handle) -> None:
+async def test_wrappers_stack_and_keep_their_class(store: ListingStore) -> None:
     stack = StatisticsWrapper(
         key_value=PrefixCollectionsWrapper(key_value=CompressionWrapper(key_value=store), prefix="t")
     )
@@ -152,7 +131,7 @@ async def test_wrappers_stack_and_keep_their_class(store: Handle) -> None:
 # --- compression ------------------------------------------------------------------------------
 
 
-async def test_compression_stores_the_reference_envelope_for_large_values_only(store: Handle) -> None:
+async def test_compression_stores_the_reference_envelope_for_large_values_only(store: ListingStore) -> None:
     wrapper = CompressionWrapper(key_value=store, min_size_to_compress=1024)
     await wrapper.put_many(["big", "small"], [BIG, {"v": 1}])
     stored = await store.get("big")
@@ -167,7 +146,9 @@ async def test_compression_stores_the_reference_envelope_for_large_values_only(s
     assert sorted(await listed(wrapper).keys()) == ["big", "small"]
 
 
-async def test_compression_refuses_a_bad_value_before_writing_and_a_corrupt_envelope_on_read(store: Handle) -> None:
+async def test_compression_refuses_bad_values_before_writing_and_corrupt_envelopes_on_read(
+    store: ListingStore,
+) -> None:
     wrapper = CompressionWrapper(key_value=store, min_size_to_compress=1)
     await wrapper.put("k", {"v": 1})
     with pytest.raises(SerializationError):
@@ -181,7 +162,7 @@ async def test_compression_refuses_a_bad_value_before_writing_and_a_corrupt_enve
 # --- encryption -------------------------------------------------------------------------------
 
 
-async def test_encryption_stores_only_ciphertext_and_rotates_keys(store: Handle) -> None:
+async def test_encryption_stores_only_ciphertext_and_rotates_keys(store: ListingStore) -> None:
     old, new = Fernet(Fernet.generate_key()), Fernet(Fernet.generate_key())
     before = FernetEncryptionWrapper(key_value=store, fernet=old)
     await before.put("secret", {"password": "hunter2"}, ttl=100)
@@ -202,7 +183,7 @@ async def test_encryption_stores_only_ciphertext_and_rotates_keys(store: Handle)
     assert await quiet.ttl("fresh") == (None, None)
 
 
-async def test_encryption_reads_plain_values_and_refuses_a_malformed_envelope(store: Handle) -> None:
+async def test_encryption_reads_plain_values_and_refuses_a_malformed_envelope(store: ListingStore) -> None:
     wrapper = FernetEncryptionWrapper(key_value=store, fernet=Fernet(Fernet.generate_key()))
     await store.put("plain", {"v": 1})
     assert await wrapper.get("plain") == {"v": 1}
@@ -224,7 +205,7 @@ def test_encryption_needs_a_key_or_its_material() -> None:
 # --- statistics and logging -------------------------------------------------------------------
 
 
-async def test_statistics_count_hits_and_misses_per_collection(store: Handle) -> None:
+async def test_statistics_count_hits_and_misses_per_collection(store: ListingStore) -> None:
     wrapper = StatisticsWrapper(key_value=store)
     await wrapper.put_many(["a", "b"], [{"v": 1}, {"v": 2}], collection="c")
     await wrapper.get("a", collection="c")
@@ -237,7 +218,7 @@ async def test_statistics_count_hits_and_misses_per_collection(store: Handle) ->
     assert wrapper.statistics.collections["default_collection"].get.miss == 1
 
 
-async def test_logging_names_operations_and_never_values_unless_asked(store: Handle) -> None:
+async def test_logging_names_operations_and_never_values_unless_asked(store: ListingStore) -> None:
     quiet = LoggingWrapper(key_value=store, logger=structlog.get_logger("test"))
     loud = LoggingWrapper(key_value=store, logger=structlog.get_logger("test"), log_values=True)
     with structlog.testing.capture_logs() as events:
@@ -253,7 +234,7 @@ async def test_logging_names_operations_and_never_values_unless_asked(store: Han
     assert "hunter2" in repr(events)
 
 
-async def test_logging_to_a_standard_library_logger(store: Handle, caplog: pytest.LogCaptureFixture) -> None:
+async def test_logging_to_a_standard_library_logger(store: ListingStore, caplog: pytest.LogCaptureFixture) -> None:
     wrapper = LoggingWrapper(key_value=store, logger=logging.getLogger("kvrt.test"), log_level=logging.WARNING)
     with caplog.at_level(logging.WARNING, logger="kvrt.test"):
         await wrapper.delete("k")
@@ -263,7 +244,7 @@ async def test_logging_to_a_standard_library_logger(store: Handle, caplog: pytes
 # --- limits, clamps and defaults --------------------------------------------------------------
 
 
-async def test_limit_size_refuses_or_skips_and_stores_nothing_out_of_range(store: Handle) -> None:
+async def test_limit_size_refuses_or_skips_and_stores_nothing_out_of_range(store: ListingStore) -> None:
     strict = LimitSizeWrapper(key_value=store, min_size=10, max_size=100, raise_on_too_small=True)
     with pytest.raises(EntryTooLargeError) as large:
         await strict.put("big", BIG)
@@ -280,7 +261,7 @@ async def test_limit_size_refuses_or_skips_and_stores_nothing_out_of_range(store
         LimitSizeWrapper(key_value=store, min_size=10, max_size=1)
 
 
-async def test_ttl_clamp_bounds_every_write(store: Handle) -> None:
+async def test_ttl_clamp_bounds_every_write(store: ListingStore) -> None:
     wrapper = TTLClampWrapper(key_value=store, min_ttl=50, max_ttl=100, missing_ttl=80)
     await wrapper.put("short", {"v": 1}, ttl=1)
     await wrapper.put("long", {"v": 2}, ttl=10_000)
@@ -294,7 +275,7 @@ async def test_ttl_clamp_bounds_every_write(store: Handle) -> None:
     assert await store.ttl("free") == ({"v": 5}, None)
 
 
-async def test_default_value_fills_misses_with_a_fresh_copy(store: Handle) -> None:
+async def test_default_value_fills_misses_with_a_fresh_copy(store: ListingStore) -> None:
     wrapper = DefaultValueWrapper(key_value=store, default_value={"items": []}, default_ttl=60)
     await store.put("real", {"items": [1]})
     first = await wrapper.get("missing")
@@ -305,7 +286,7 @@ async def test_default_value_fills_misses_with_a_fresh_copy(store: Handle) -> No
     assert await store.get("missing") is None
 
 
-async def test_read_only_refuses_every_change_and_changes_nothing(store: Handle) -> None:
+async def test_read_only_refuses_every_change_and_changes_nothing(store: ListingStore) -> None:
     await store.put("k", {"v": 1})
     wrapper = ReadOnlyWrapper(key_value=store)
     assert await wrapper.get("k") == {"v": 1}
@@ -330,7 +311,7 @@ async def test_read_only_refuses_every_change_and_changes_nothing(store: Handle)
 # --- names: prefixes and a single collection ----------------------------------------------------
 
 
-async def test_prefix_keys_lists_and_destroys_only_its_own(store: Handle) -> None:
+async def test_prefix_keys_lists_and_destroys_only_its_own(store: ListingStore) -> None:
     mine = listed(PrefixKeysWrapper(key_value=store, prefix="me"))
     await mine.put_many(["a", "b"], [{"v": 1}, {"v": 2}], collection="c")
     await store.put("theirs", {"v": 3}, collection="c")
@@ -346,7 +327,7 @@ async def test_prefix_keys_lists_and_destroys_only_its_own(store: Handle) -> Non
     assert await store.get("lone", collection="elsewhere") == {"v": 4}
 
 
-async def test_prefix_collections_lists_and_destroys_only_its_own(store: Handle) -> None:
+async def test_prefix_collections_lists_and_destroys_only_its_own(store: ListingStore) -> None:
     mine = listed(PrefixCollectionsWrapper(key_value=store, prefix="me"))
     await mine.put("k", {"v": 1})
     await mine.put("k", {"v": 2}, collection="c")
@@ -360,7 +341,7 @@ async def test_prefix_collections_lists_and_destroys_only_its_own(store: Handle)
     assert await store.collections() == ["c"]
 
 
-async def test_single_collection_keeps_every_collection_in_one(store: Handle) -> None:
+async def test_single_collection_keeps_every_collection_in_one(store: ListingStore) -> None:
     wrapper = listed(SingleCollectionWrapper(key_value=store, single_collection="all"))
     await wrapper.put("k", {"v": 1}, collection="users")
     await wrapper.put_many(["k", "j"], [{"v": 2}, {"v": 3}], collection="posts")
@@ -379,7 +360,7 @@ async def test_single_collection_keeps_every_collection_in_one(store: Handle) ->
 # --- routing ----------------------------------------------------------------------------------
 
 
-async def test_collection_routing_lists_and_destroys_what_is_routed(store: Handle, other: Handle) -> None:
+async def test_collection_routing_lists_and_destroys_what_is_routed(store: ListingStore, other: ListingStore) -> None:
     router = listed(CollectionRoutingWrapper(collection_map={"sessions": other}, default_store=store))
     await router.put("s1", {"v": 1}, collection="sessions")
     await router.put("u1", {"v": 2}, collection="users")
@@ -393,7 +374,7 @@ async def test_collection_routing_lists_and_destroys_what_is_routed(store: Handl
     assert await store.collections() == ["sessions"]
 
 
-async def test_routing_to_a_store_without_a_segment_is_a_type_error(store: Handle, other: Handle) -> None:
+async def test_routing_to_a_store_without_a_segment_is_a_type_error(store: ListingStore, other: ListingStore) -> None:
     narrow = CompressionWrapper(key_value=keys_only(other))
     router = listed(RoutingWrapper(lambda c: narrow if c == "n" else None, default_store=store))
     await router.put("k", {"v": 1}, collection="n")
@@ -405,7 +386,7 @@ async def test_routing_to_a_store_without_a_segment_is_a_type_error(store: Handl
 # --- the passthrough cache --------------------------------------------------------------------
 
 
-async def test_passthrough_cache_fills_on_read_with_a_clamped_ttl(store: Handle, other: Handle) -> None:
+async def test_passthrough_cache_fills_on_read_with_a_clamped_ttl(store: ListingStore, other: ListingStore) -> None:
     cache = PassthroughCacheWrapper(primary_key_value=store, cache_key_value=other, maximum_ttl=60)
     await store.put("long", {"v": 1}, ttl=10_000)
     await store.put("forever", {"v": 2})
@@ -438,7 +419,9 @@ class _HeldReads(BaseWrapper):
         return found
 
 
-async def test_passthrough_cache_never_caches_a_value_a_write_overtook(store: Handle, other: Handle) -> None:
+async def test_passthrough_cache_never_caches_what_a_write_overtook(
+    store: ListingStore, other: ListingStore
+) -> None:
     far = _HeldReads(store)
     cache = PassthroughCacheWrapper(primary_key_value=far, cache_key_value=other)
     await store.put("k", {"v": "old"})
@@ -457,7 +440,7 @@ async def test_passthrough_cache_never_caches_a_value_a_write_overtook(store: Ha
     assert await cache.get("k") == {"v": "new"}
 
 
-async def test_passthrough_cache_destroy_clears_both(store: Handle, other: Handle) -> None:
+async def test_passthrough_cache_destroy_clears_both(store: ListingStore, other: ListingStore) -> None:
     cache = listed(PassthroughCacheWrapper(primary_key_value=store, cache_key_value=other))
     await cache.put("k", {"v": 1}, collection="c")
     await cache.get("k", collection="c")

@@ -11,7 +11,7 @@ from datetime import date, datetime
 from datetime import time as time_of_day
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import anyio
 import pytest
@@ -178,6 +178,24 @@ NAMES: dict[str, str] = {
     "dot": ".",
     "mongo operator": "$gt",
 }
+
+
+@runtime_checkable
+class ListingStore(
+    AsyncKeyValue,
+    AsyncEnumerateKeysProtocol,
+    AsyncEnumerateCollectionsProtocol,
+    AsyncDestroyStoreProtocol,
+    AsyncDestroyCollectionProtocol,
+    Protocol,
+):
+    """A store that can list and clear what it holds: what a wrapper test wraps."""
+
+
+def listing(store: object) -> ListingStore:
+    """Return ``store`` typed as a :class:`ListingStore`, after checking that it is one."""
+    assert isinstance(store, ListingStore), f"{store!r} cannot list and clear what it holds"
+    return store
 
 
 def same(expected: Any, actual: Any) -> bool:
