@@ -419,9 +419,7 @@ class _HeldReads(BaseWrapper):
         return found
 
 
-async def test_passthrough_cache_never_caches_what_a_write_overtook(
-    store: ListingStore, other: ListingStore
-) -> None:
+async def test_passthrough_cache_never_caches_what_a_write_overtook(store: ListingStore, other: ListingStore) -> None:
     far = _HeldReads(store)
     cache = PassthroughCacheWrapper(primary_key_value=far, cache_key_value=other)
     await store.put("k", {"v": "old"})
