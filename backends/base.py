@@ -68,6 +68,12 @@ class Backend:
     async def close(self) -> None:
         """Release the client; :meth:`open` may follow."""
 
+    async def shutdown(self) -> None:
+        """Release, after the last :meth:`close`, what must outlive restarts; no :meth:`open` follows.
+
+        For a backend built on an object that cannot be reopened once closed (a py-key-value store).
+        """
+
     async def get_many(self, collection: str, keys: Sequence[str]) -> list[bytes | str | None]:
         """Return the stored document of each key (JSON, as bytes or str), ``None`` where there is none."""
         raise NotImplementedError

@@ -162,6 +162,10 @@ class HostedBackend(Backend):
         """Close the backend on the asyncio loop."""
         await self._call(self.inner.close)
 
+    async def shutdown(self) -> None:
+        """Shut the backend down on the asyncio loop."""
+        await self._call(self.inner.shutdown)
+
     async def get_many(self, collection: str, keys: Sequence[str]) -> list[bytes | str | None]:
         """Forward the batch."""
         return await self._call(self.inner.get_many, collection, keys)

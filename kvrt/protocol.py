@@ -8,7 +8,7 @@ backend can do it, so ``isinstance(handle, AsyncEnumerateKeysProtocol)`` answers
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, SupportsFloat, runtime_checkable
+from typing import Any, Protocol, SupportsFloat, cast, runtime_checkable
 
 
 @runtime_checkable
@@ -112,3 +112,42 @@ class AsyncDestroyCollectionProtocol(Protocol):
     async def destroy_collection(self, collection: str) -> bool:
         """Remove every entry of ``collection``; ``True`` if anything was removed."""
         ...
+
+
+SEGMENT_PROTOCOLS: dict[str, type] = {
+    "collections": AsyncEnumerateCollectionsProtocol,
+    "cull": AsyncCullProtocol,
+    "destroy": AsyncDestroyStoreProtocol,
+    "destroy_collection": AsyncDestroyCollectionProtocol,
+    "keys": AsyncEnumerateKeysProtocol,
+}
+
+
+def segments_of(store: object) -> frozenset[str]:
+    """Return the optional segments ``store`` offers (a kvrt handle or wrapper, or any store of the reference)."""
+    return frozenset(name for name, protocol in SEGMENT_PROTOCOLS.items() if isinstance(store, protocol))
+
+
+def keys_of(store: object) -> AsyncEnumerateKeysProtocol:
+    """Return ``store`` typed as offering ``keys`` (as :func:`segments_of` found it)."""
+    return cast("AsyncEnumerateKeysProtocol", store)
+
+
+def collections_of(store: object) -> AsyncEnumerateCollectionsProtocol:
+    """Return ``store`` typed as offering ``collections`` (as :func:`segments_of` found it)."""
+    return cast("AsyncEnumerateCollectionsProtocol", store)
+
+
+def destroy_of(store: object) -> AsyncDestroyStoreProtocol:
+    """Return ``store`` typed as offering ``destroy`` (as :func:`segments_of` found it)."""
+    return cast("AsyncDestroyStoreProtocol", store)
+
+
+def destroy_collection_of(store: object) -> AsyncDestroyCollectionProtocol:
+    """Return ``store`` typed as offering ``destroy_collection`` (as :func:`segments_of` found it)."""
+    return cast("AsyncDestroyCollectionProtocol", store)
+
+
+def cull_of(store: object) -> AsyncCullProtocol:
+    """Return ``store`` typed as offering ``cull`` (as :func:`segments_of` found it)."""
+    return cast("AsyncCullProtocol", store)

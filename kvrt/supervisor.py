@@ -89,7 +89,7 @@ class Supervisor:
             worker.fail_all(lambda: self._final_error(worker))
             worker.close_mailbox()
             with anyio.CancelScope(shield=True):  # the backend is closed even when we are cancelled
-                await self._close_backend(worker, log)
+                await self._close_backend(worker, log, final=True)
             worker.stopped.set()
             log.info("worker.stopped", state=worker.state)
 
@@ -267,11 +267,16 @@ class Supervisor:
             )
         return RuntimeClosedError("The runtime shut down first.", backend=worker.name)
 
-    async def _close_backend(self, worker: Worker, log: Any) -> None:
-        """Close the backend, giving up after ``close_timeout`` seconds: a hung driver never hangs kvrt."""
+    async def _close_backend(self, worker: Worker, log: Any, *, final: bool = False) -> None:
+        """Close the backend (and, at the worker's end, shut it down), giving up after ``close_timeout`` seconds.
+
+        A hung driver never hangs kvrt.
+        """
         with anyio.move_on_after(self.close_timeout) as scope:
             try:
                 await worker.backend.close()
+                if final:
+                    await worker.backend.shutdown()
             except Exception as exc:
                 log.warning("worker.close_failed", cause=_name(exc), detail=_detail(exc))
         if scope.cancelled_caught:

@@ -26,7 +26,7 @@ from kvrt.errors import (
     ReadOnlyError,
     SerializationError,
 )
-from kvrt.protocol import AsyncKeyValue
+from kvrt.protocol import AsyncKeyValue, segments_of
 from kvrt.testing.conformance import ListingStore, assert_ttl, listing
 from kvrt.wrappers import (
     BaseWrapper,
@@ -45,7 +45,6 @@ from kvrt.wrappers import (
     StatisticsWrapper,
     TTLClampWrapper,
 )
-from kvrt.wrappers.base import segments_of
 
 pytestmark = pytest.mark.anyio
 

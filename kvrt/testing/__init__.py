@@ -12,11 +12,13 @@ Subclass a suite in a test module and give it a ``backend`` fixture that returns
 
 Every test runs under asyncio and under trio. :class:`ConformanceSuite` holds every clause of the
 behavioural contract; :class:`ValidationSuite`, the clauses about refusing bad input, is the part that
-applies even to a backend that stores nothing. :class:`DetachedConformanceSuite` and
+applies even to a backend that stores nothing; :class:`BehaviourSuite`, everything but the stored
+format, is for a backend that keeps its store's own format. :class:`DetachedConformanceSuite` and
 :class:`BlockingConformanceSuite` run the whole suite again through ``kvrt.open`` and ``kvrt.sync``.
 """
 
 from kvrt.testing.conformance import (
+    BehaviourSuite,
     BlockingConformanceSuite,
     ConformanceSuite,
     DetachedConformanceSuite,
@@ -26,6 +28,7 @@ from kvrt.testing.conformance import (
 )
 
 __all__ = [
+    "BehaviourSuite",
     "BlockingConformanceSuite",
     "ConformanceSuite",
     "DetachedConformanceSuite",

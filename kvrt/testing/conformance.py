@@ -11,7 +11,7 @@ from datetime import date, datetime
 from datetime import time as time_of_day
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import anyio
 import pytest
@@ -250,6 +250,20 @@ class _Fixtures:
 
     pytestmark = pytest.mark.anyio
 
+    deviations: ClassVar[dict[str, str]] = {}
+    """Tests this backend is known to fail, by name (``"test_x"``, or ``"test_x[param]"`` for one
+    parameter), each with why. They run as strict expected failures: a fix makes them fail loudly."""
+
+    @pytest.fixture(autouse=True)
+    def _known_deviation(self, request: pytest.FixtureRequest) -> None:
+        """Mark this test an expected failure if :attr:`deviations` names it."""
+        node: Any = request.node
+        name: str = node.originalname
+        params = node.name[len(name) :].strip("[]").split("-", 1)  # the loop comes first
+        reason = self.deviations.get(f"{name}[{params[1]}]" if len(params) == 2 else name) or self.deviations.get(name)
+        if reason:
+            request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+
     @pytest.fixture(params=LOOPS)
     def anyio_backend(self, request: pytest.FixtureRequest) -> str:
         """Run every test under asyncio and under trio."""
@@ -445,8 +459,12 @@ def _calls_with_key(store: Handle, key: Any, collection: Any = None) -> list[Cal
     ]
 
 
-class ConformanceSuite(ValidationSuite):
-    """Every clause of SPEC.md sections 1-5, for a backend that stores what it is given."""
+class BehaviourSuite(ValidationSuite):
+    """Every clause of SPEC.md sections 1-4 and the optional segments: what a caller sees, whatever is stored.
+
+    A backend that keeps its store's own format (the bridge to py-key-value's stores) runs this;
+    one that stores kvrt's documents runs :class:`ConformanceSuite`, which adds section 5.
+    """
 
     # Section 1: the protocol.
 
@@ -620,12 +638,6 @@ class ConformanceSuite(ValidationSuite):
             assert await store.keys() == ["long"]
         assert await store.delete("short") is False
 
-    async def test_expired_document_is_invisible_whatever_the_backend_holds(self, store: Handle) -> None:
-        past = '{"created_at": "2020-01-01T00:00:00+00:00", "expires_at": "2020-01-01T00:00:01+00:00", "value": {}}'
-        await raw_put(store, DEFAULT_COLLECTION, "stale", past.encode())
-        assert await store.get("stale") is None
-        assert await store.ttl("stale") == (None, None)
-
     async def test_cull_removes_expired_entries(self, store: Handle) -> None:
         if not isinstance(store, AsyncCullProtocol):
             pytest.skip("this backend offers no cull()")
@@ -639,6 +651,58 @@ class ConformanceSuite(ValidationSuite):
         for i in range(50):
             assert await raw_get(store, DEFAULT_COLLECTION, f"e{i}") is None
         assert await store.get("keep") == {"v": 1}
+
+    # Optional segments.
+
+    async def test_keys_are_complete_and_limited_on_request(self, store: Handle) -> None:
+        if not isinstance(store, AsyncEnumerateKeysProtocol):
+            pytest.skip("this backend offers no keys()")
+        names = [f"key-{i:05}" for i in range(2500)]
+        await store.put_many(names, [{"i": i} for i in range(2500)], collection="many")
+        assert sorted(await store.keys("many")) == names
+        limited = await store.keys("many", limit=10)
+        assert len(limited) == 10 and set(limited) <= set(names)
+        assert await store.keys("empty") == []
+
+    async def test_collections_lists_names(self, store: Handle) -> None:
+        if not isinstance(store, AsyncEnumerateCollectionsProtocol):
+            pytest.skip("this backend offers no collections()")
+        for name in ("alpha", "beta", "gamma::x"):
+            await store.put("k", {"v": 1}, collection=name)
+        assert sorted(await store.collections()) == ["alpha", "beta", "gamma::x"]
+        assert len(await store.collections(limit=2)) == 2
+
+    async def test_destroy_collection_removes_only_that_collection(self, store: Handle) -> None:
+        if not isinstance(store, AsyncDestroyCollectionProtocol):
+            pytest.skip("this backend offers no destroy_collection()")
+        await store.put_many(["a", "b"], [{"v": 1}, {"v": 2}], collection="doomed")
+        await store.put("a", {"v": 3}, collection="doomed-not")
+        await store.put("a", {"v": 4}, collection="doo")
+        assert await store.destroy_collection("doomed") is True
+        assert await store.get_many(["a", "b"], collection="doomed") == [None, None]
+        assert await store.get("a", collection="doomed-not") == {"v": 3}
+        assert await store.get("a", collection="doo") == {"v": 4}
+        assert await store.destroy_collection("doomed") is False
+
+    async def test_destroy_removes_everything(self, store: Handle) -> None:
+        if not isinstance(store, AsyncDestroyStoreProtocol):
+            pytest.skip("this backend offers no destroy()")
+        await store.put("a", {"v": 1}, collection="one")
+        await store.put("b", {"v": 2}, collection="two")
+        assert await store.destroy() is True
+        assert await store.get("a", collection="one") is None
+        assert await store.get("b", collection="two") is None
+        assert await store.destroy() is False
+
+
+class ConformanceSuite(BehaviourSuite):
+    """Every clause of SPEC.md sections 1-5, for a backend that stores kvrt's documents."""
+
+    async def test_expired_document_is_invisible_whatever_the_backend_holds(self, store: Handle) -> None:
+        past = '{"created_at": "2020-01-01T00:00:00+00:00", "expires_at": "2020-01-01T00:00:01+00:00", "value": {}}'
+        await raw_put(store, DEFAULT_COLLECTION, "stale", past.encode())
+        assert await store.get("stale") is None
+        assert await store.ttl("stale") == (None, None)
 
     # Section 5: stored format.
 
@@ -687,48 +751,6 @@ class ConformanceSuite(ValidationSuite):
         with pytest.raises(DeserializationError):
             await store.get_many(["good", "bad"], collection="c")
         assert await store.get("good", collection="c") == {"v": 1}, "the worker keeps serving"
-
-    # Optional segments.
-
-    async def test_keys_are_complete_and_limited_on_request(self, store: Handle) -> None:
-        if not isinstance(store, AsyncEnumerateKeysProtocol):
-            pytest.skip("this backend offers no keys()")
-        names = [f"key-{i:05}" for i in range(2500)]
-        await store.put_many(names, [{"i": i} for i in range(2500)], collection="many")
-        assert sorted(await store.keys("many")) == names
-        limited = await store.keys("many", limit=10)
-        assert len(limited) == 10 and set(limited) <= set(names)
-        assert await store.keys("empty") == []
-
-    async def test_collections_lists_names(self, store: Handle) -> None:
-        if not isinstance(store, AsyncEnumerateCollectionsProtocol):
-            pytest.skip("this backend offers no collections()")
-        for name in ("alpha", "beta", "gamma::x"):
-            await store.put("k", {"v": 1}, collection=name)
-        assert sorted(await store.collections()) == ["alpha", "beta", "gamma::x"]
-        assert len(await store.collections(limit=2)) == 2
-
-    async def test_destroy_collection_removes_only_that_collection(self, store: Handle) -> None:
-        if not isinstance(store, AsyncDestroyCollectionProtocol):
-            pytest.skip("this backend offers no destroy_collection()")
-        await store.put_many(["a", "b"], [{"v": 1}, {"v": 2}], collection="doomed")
-        await store.put("a", {"v": 3}, collection="doomed-not")
-        await store.put("a", {"v": 4}, collection="doo")
-        assert await store.destroy_collection("doomed") is True
-        assert await store.get_many(["a", "b"], collection="doomed") == [None, None]
-        assert await store.get("a", collection="doomed-not") == {"v": 3}
-        assert await store.get("a", collection="doo") == {"v": 4}
-        assert await store.destroy_collection("doomed") is False
-
-    async def test_destroy_removes_everything(self, store: Handle) -> None:
-        if not isinstance(store, AsyncDestroyStoreProtocol):
-            pytest.skip("this backend offers no destroy()")
-        await store.put("a", {"v": 1}, collection="one")
-        await store.put("b", {"v": 2}, collection="two")
-        assert await store.destroy() is True
-        assert await store.get("a", collection="one") is None
-        assert await store.get("b", collection="two") is None
-        assert await store.destroy() is False
 
 
 class DetachedConformanceSuite(ConformanceSuite):

@@ -117,6 +117,10 @@ class FaultyBackend(Backend):
         self.closes += 1
         await self.inner.close()
 
+    async def shutdown(self) -> None:
+        """Shut the inner backend down."""
+        await self.inner.shutdown()
+
     async def get_many(self, collection: str, keys: Sequence[str]) -> list[bytes | str | None]:
         """Read through to the inner backend."""
         await self._enter("get", collection, keys)

@@ -7,14 +7,8 @@ from contextlib import contextmanager
 from typing import Any, SupportsFloat
 
 from kvrt.entry import DEFAULT_COLLECTION
-from kvrt.protocol import AsyncKeyValue
-from kvrt.wrappers.base import (
-    BaseWrapper,
-    cull_of,
-    destroy_collection_of,
-    destroy_of,
-    segments_of,
-)
+from kvrt.protocol import AsyncKeyValue, cull_of, destroy_collection_of, destroy_of, segments_of
+from kvrt.wrappers.base import BaseWrapper
 from kvrt.wrappers.ttl_clamp import TTLClampWrapper
 
 DEFAULT_MAX_TTL = 30.0 * 60.0

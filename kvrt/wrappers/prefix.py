@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, SupportsFloat
 
 from kvrt.entry import DEFAULT_COLLECTION, check_key, check_keys, check_limit, collection_name
-from kvrt.protocol import AsyncKeyValue
-from kvrt.wrappers.base import BaseWrapper, collections_of, destroy_collection_of, first, keys_of, segments_of
+from kvrt.protocol import AsyncKeyValue, collections_of, destroy_collection_of, keys_of, segments_of
+from kvrt.wrappers.base import BaseWrapper, first
 
 SEPARATOR: Final = "__"
 """The reference's separator between a prefix and the name it prefixes."""

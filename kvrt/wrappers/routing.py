@@ -7,16 +7,8 @@ from types import MappingProxyType
 from typing import Any, SupportsFloat
 
 from kvrt.entry import DEFAULT_COLLECTION, check_limit
-from kvrt.protocol import AsyncKeyValue
-from kvrt.wrappers.base import (
-    BaseWrapper,
-    collections_of,
-    cull_of,
-    destroy_collection_of,
-    first,
-    keys_of,
-    segments_of,
-)
+from kvrt.protocol import AsyncKeyValue, collections_of, cull_of, destroy_collection_of, keys_of, segments_of
+from kvrt.wrappers.base import BaseWrapper, first
 
 RoutingFunction = Callable[[str | None], AsyncKeyValue | None]
 """Given a call's collection (``None`` for the default), the store to serve it, or ``None`` for the default store."""

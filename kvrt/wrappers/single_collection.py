@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, SupportsFloat
 
 from kvrt.entry import DEFAULT_COLLECTION, check_key, check_keys, check_limit, collection_name
-from kvrt.protocol import AsyncKeyValue
-from kvrt.wrappers.base import BaseWrapper, destroy_collection_of, first, keys_of, segments_of
+from kvrt.protocol import AsyncKeyValue, destroy_collection_of, keys_of, segments_of
+from kvrt.wrappers.base import BaseWrapper, first
 from kvrt.wrappers.prefix import SEPARATOR
 
 
