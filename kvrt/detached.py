@@ -29,7 +29,7 @@ from anyio.abc import TaskGroup
 
 from kvrt.backends.base import Backend
 from kvrt.crossing import Doorbell, RemoteSlot, caller_doorbell
-from kvrt.entry import DEFAULT_COLLECTION, collection_name
+from kvrt.entry import DEFAULT_COLLECTION, check_seed, collection_name
 from kvrt.errors import DeadlineExceededError, KeyValueError, RuntimeClosedError, StoreSetupError
 from kvrt.frames import AnyRequest
 from kvrt.handle import (
@@ -121,6 +121,7 @@ class DetachedRuntime:
                 raise ValueError(f"this runtime already has a worker named {name!r}")
             self._names.add(name)
         default = collection_name(spawn_options.get("default_collection"), DEFAULT_COLLECTION)
+        check_seed(spawn_options.get("seed"))  # refused here, at the call, not when the worker spawns
         timeout = spawn_options.pop("request_timeout", None)
         remote = _Remote(self, backend, name, spawn_options)
         handle_type = handle_class(backend.capabilities, DetachedHandle)

@@ -96,6 +96,24 @@ def check_limit(limit: int | None) -> int | None:
     return limit
 
 
+def check_seed(seed: Mapping[str, Mapping[str, Mapping[str, Any]]] | None) -> list[tuple[str, list[str], list[Any]]]:
+    """Check a ``seed=`` mapping (``{collection: {key: value}}``) as its puts would; return it by collection."""
+    if seed is None:
+        return []
+    if not isinstance(seed, Mapping):
+        raise TypeError(f"seed must map collections to {{key: value}} mappings, not {type(seed).__name__}")
+    checked: list[tuple[str, list[str], list[Any]]] = []
+    for collection, entries in seed.items():
+        if not isinstance(entries, Mapping):
+            raise TypeError(f"seed[{collection!r}] must map keys to values, not {type(entries).__name__}")
+        keys = check_keys(list(entries))
+        values = list(entries.values())
+        for value in values:
+            encode_value(value)
+        checked.append((collection_name(collection), keys, values))
+    return checked
+
+
 def check_ttl(ttl: SupportsFloat | None) -> float | None:
     """Return ``ttl`` as seconds (``None`` for no expiry), or raise :class:`InvalidTTLError`.
 

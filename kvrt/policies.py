@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import msgspec
@@ -125,6 +126,10 @@ class RuntimePolicies(TypedDict, total=False):
     shutdown_grace: float
 
 
+Seed = Mapping[str, Mapping[str, Mapping[str, Any]]]
+"""Entries a worker writes when it is spawned, as the reference's ``seed=``: ``{collection: {key: value}}``."""
+
+
 class SpawnOptions(TypedDict, total=False):
     """What ``Runtime.spawn`` and ``kvrt.open`` take besides the backend: one worker's name and policies."""
 
@@ -137,3 +142,4 @@ class SpawnOptions(TypedDict, total=False):
     circuit: CircuitPolicy | None
     fallback: Handle | FallbackPolicy | None
     critical: bool
+    seed: Seed | None

@@ -26,7 +26,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from kvrt.backends.base import Backend
-from kvrt.entry import DEFAULT_COLLECTION, collection_name
+from kvrt.entry import DEFAULT_COLLECTION, check_seed, collection_name
 from kvrt.errors import KeyValueError, RuntimeClosedError, StoreSetupError
 from kvrt.handle import AttachedFullHandle, AttachedHandle, AttachedListingHandle, Handle, handle_class
 from kvrt.hosts import AsyncioThread, HostedBackend, needs_host
@@ -38,6 +38,7 @@ from kvrt.policies import (
     MailboxPolicy,
     RestartPolicy,
     RuntimePolicies,
+    Seed,
     SpawnOptions,
     Strategy,
 )
@@ -160,14 +161,18 @@ class Runtime:
         circuit: CircuitPolicy | None = None,
         fallback: Handle | FallbackPolicy | None = None,
         critical: bool = False,
+        seed: Seed | None = None,
     ) -> Handle:
         """Open ``backend``, start a supervised worker for it, and return a handle to it.
 
         ``name`` defaults to the backend's own (``"memory"``, ...) and must be unique in this runtime.
         ``fallback`` serves reads (and writes, with ``FallbackPolicy(handle, writes=True)``) while
         this worker's circuit is open. ``critical=True`` fails the whole runtime if the worker's
-        supervisor gives up. Raises :class:`~kvrt.errors.StoreSetupError` if the backend cannot be opened.
+        supervisor gives up. ``seed`` (``{collection: {key: value}}``) is written, without expiry,
+        before the handle is returned, as the reference's stores write theirs at setup. Raises
+        :class:`~kvrt.errors.StoreSetupError` if the backend cannot be opened.
         """
+        seeded = check_seed(seed)
         handles = await self.spawn_group(
             {backend.name if name is None else name: backend},
             default_collection=default_collection,
@@ -179,7 +184,10 @@ class Runtime:
             fallback=fallback,
             critical=critical,
         )
-        return next(iter(handles.values()))
+        handle = next(iter(handles.values()))
+        for collection, keys, values in seeded:
+            await handle.put_many(keys, values, collection=collection)
+        return handle
 
     async def spawn_group(
         self,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import anyio
 import pytest
 
+import kvrt
 from kvrt import MailboxPolicy, RestartPolicy, Runtime
 from kvrt.backends.memory import MemoryBackend
-from kvrt.errors import DeadlineExceededError, RuntimeClosedError
+from kvrt.errors import DeadlineExceededError, InvalidKeyError, RuntimeClosedError, SerializationError
 from kvrt.testing.conformance import eventually
 from kvrt.testing.faults import FaultyBackend
 
@@ -155,3 +156,23 @@ async def test_closing_a_worker_past_its_grace_cuts_off_what_it_still_serves() -
             assert [type(error) for error in outcome] == [RuntimeClosedError]
             again = await runtime.spawn(MemoryBackend(), name="stuck")  # the name is free again
             await again.put("k", {"v": 2})
+
+
+async def test_seed_is_written_before_spawn_returns_and_open_refuses_a_bad_one(anyio_backend: str) -> None:
+    seed = {"users": {"u1": {"name": "Jane"}}, "": {"greeting": {"text": "hi"}}}
+    async with kvrt.Runtime() as runtime:
+        store = await runtime.spawn(MemoryBackend(), seed=seed, default_collection="fresh")
+        assert await store.get("u1", collection="users") == {"name": "Jane"}
+        assert await store.get("greeting", collection="default_collection") == {"text": "hi"}
+        assert await store.get("greeting") is None  # the handle's own default is another collection
+        assert await store.ttl("u1", collection="users") == ({"name": "Jane"}, None)
+        with pytest.raises(SerializationError):
+            await runtime.spawn(MemoryBackend(), name="bad", seed={"c": {"k": {"when": float("nan")}}})
+        with pytest.raises(InvalidKeyError):
+            await runtime.spawn(MemoryBackend(), name="bad", seed={"c": {"": {}}})
+        assert "bad" not in runtime.stats(), "nothing was spawned for a refused seed"
+    with kvrt.Runtime.detached() as detached:
+        with pytest.raises(TypeError):
+            detached.open(MemoryBackend(), seed={"c": ["not", "a", "mapping"]})  # type: ignore[dict-item]
+        lazy = detached.open(MemoryBackend(), name="lazy", seed={"c": {"k": {"v": 1}}}, default_collection="c")
+        assert await lazy.get("k") == {"v": 1}
