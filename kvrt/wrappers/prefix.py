@@ -37,7 +37,7 @@ class PrefixKeysWrapper(BaseWrapper):
         return frozenset(offered)
 
     def _key(self, key: str) -> str:
-        return self._head + check_key(key)
+        return self._head + (key if type(key) is str and key else check_key(key))
 
     def _keys_of(self, keys: Sequence[str]) -> list[str]:
         head = self._head

@@ -101,6 +101,8 @@ class StatisticsWrapper(BaseWrapper):
     def __init__(self, key_value: AsyncKeyValue) -> None:
         self.key_value = key_value
         self._statistics = KVStoreStatistics()
+        self._by_argument: dict[str | None, KVStoreCollectionStatistics] = {}
+        """Each ``collection`` argument seen, to its counts: one dict lookup a call."""
         super().__init__()
 
     @property
@@ -109,12 +111,19 @@ class StatisticsWrapper(BaseWrapper):
         return self._statistics
 
     def _of(self, collection: str | None) -> KVStoreCollectionStatistics:
-        return self._statistics.get_collection(collection or DEFAULT_COLLECTION)
+        counts = self._by_argument.get(collection)
+        if counts is None:
+            counts = self._by_argument[collection] = self._statistics.get_collection(collection or DEFAULT_COLLECTION)
+        return counts
 
     async def get(self, key: str, *, collection: str | None = None) -> dict[str, Any] | None:
         value = await self.key_value.get(key, collection=collection)
-        counts = self._of(collection).get
-        counts.increment_hit() if value is not None else counts.increment_miss()
+        counts = (self._by_argument.get(collection) or self._of(collection)).get
+        counts.count += 1
+        if value is None:
+            counts.miss += 1
+        else:
+            counts.hit += 1
         return value
 
     async def get_many(self, keys: Sequence[str], *, collection: str | None = None) -> list[dict[str, Any] | None]:
@@ -128,7 +137,10 @@ class StatisticsWrapper(BaseWrapper):
     async def ttl(self, key: str, *, collection: str | None = None) -> tuple[dict[str, Any] | None, float | None]:
         found = await self.key_value.ttl(key, collection=collection)
         counts = self._of(collection).ttl
-        counts.increment_hit() if found[0] is not None else counts.increment_miss()
+        if found[0] is None:
+            counts.increment_miss()
+        else:
+            counts.increment_hit()
         return found
 
     async def ttl_many(
@@ -145,7 +157,7 @@ class StatisticsWrapper(BaseWrapper):
         self, key: str, value: Mapping[str, Any], *, collection: str | None = None, ttl: SupportsFloat | None = None
     ) -> None:
         await self.key_value.put(key, value, collection=collection, ttl=ttl)
-        self._of(collection).put.increment()
+        (self._by_argument.get(collection) or self._of(collection)).put.count += 1
 
     async def put_many(
         self,
@@ -161,7 +173,10 @@ class StatisticsWrapper(BaseWrapper):
     async def delete(self, key: str, *, collection: str | None = None) -> bool:
         removed = await self.key_value.delete(key, collection=collection)
         counts = self._of(collection).delete
-        counts.increment_hit() if removed else counts.increment_miss()
+        if removed:
+            counts.increment_hit()
+        else:
+            counts.increment_miss()
         return removed
 
     async def delete_many(self, keys: Sequence[str], *, collection: str | None = None) -> int:

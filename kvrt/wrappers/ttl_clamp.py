@@ -49,7 +49,9 @@ class TTLClampWrapper(BaseWrapper):
     async def put(
         self, key: str, value: Mapping[str, Any], *, collection: str | None = None, ttl: SupportsFloat | None = None
     ) -> None:
-        await self.key_value.put(key, value, collection=collection, ttl=self.clamp(ttl))
+        if ttl is not None or self.missing_ttl is not None:
+            ttl = self.clamp(ttl)
+        await self.key_value.put(key, value, collection=collection, ttl=ttl)
 
     async def put_many(
         self,
