@@ -115,13 +115,43 @@ def test_readme_main_job_runs_after_a_plain_install(fresh: FreshInstall) -> None
 
 def test_no_extra_is_installed(fresh: FreshInstall) -> None:
     """The checks below mean something only if the venv really lacks the extras' packages."""
-    result = fresh.run("-c", "import importlib.util as u; print([m for m in ('trio', 'redis') if u.find_spec(m)])")
+    extras = ("trio", "redis", "cryptography", "pydantic")
+    result = fresh.run("-c", f"import importlib.util as u; print([m for m in {extras!r} if u.find_spec(m)])")
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
 
 
 def test_import_kvrt_after_a_plain_install(fresh: FreshInstall) -> None:
     result = fresh.run("-c", "import kvrt, kvrt.backends.memory, kvrt.backends.disk, kvrt.backends.multi_disk")
     assert result.returncode == 0, result.stderr
+
+
+def test_wrappers_work_after_a_plain_install_and_the_rest_name_their_extra(fresh: FreshInstall) -> None:
+    script = """
+import asyncio, kvrt
+from kvrt.errors import MissingExtraError
+from kvrt.wrappers import CompressionWrapper, FernetEncryptionWrapper, PrefixKeysWrapper
+from kvrt.adapters import PydanticAdapter, RaiseOnMissingAdapter
+import kvrt.backends.pykv
+
+async def main():
+    store = PrefixKeysWrapper(key_value=CompressionWrapper(key_value=kvrt.open("memory://")), prefix="p")
+    await store.put("k", {"v": "x" * 2000})
+    assert await RaiseOnMissingAdapter(key_value=store).get("k", raise_on_missing=True) == {"v": "x" * 2000}
+    assert await store.keys() == ["k"]
+    for make, extra in ((lambda: FernetEncryptionWrapper(key_value=store, source_material="m", salt="s"), "encryption"),
+                        (lambda: PydanticAdapter(key_value=store, pydantic_model=dict), "pydantic")):
+        try:
+            make()
+        except MissingExtraError as error:
+            assert f"pip install 'kvrt[{extra}]'" in str(error), error
+        else:
+            raise AssertionError(extra)
+    print("ok")
+
+asyncio.run(main())
+"""
+    result = fresh.run("-c", script)
+    assert result.stdout.strip() == "ok", result.stderr
 
 
 def test_handles_and_errors_work_without_the_reference(fresh: FreshInstall) -> None:
