@@ -13,6 +13,7 @@ import pytest
 import structlog
 from cryptography.fernet import Fernet
 
+import kvrt.wrappers
 from kvrt import Runtime
 from kvrt.backends.memory import MemoryBackend
 from kvrt.errors import (
@@ -445,3 +446,14 @@ async def test_passthrough_cache_destroy_clears_both(store: ListingStore, other:
     assert await cache.destroy_collection("c") is True
     assert await other.get("k", collection="c") is None
     assert await cache.get("k", collection="c") is None
+
+
+@pytest.mark.parametrize(
+    ("name", "policy"),
+    [("RetryWrapper", "restart="), ("TimeoutWrapper", "request_timeout="), ("FallbackWrapper", "fallback=")],
+)
+def test_the_references_policy_wrappers_say_which_policy_replaces_them(name: str, policy: str) -> None:
+    with pytest.raises(ImportError, match=policy):
+        exec(f"from kvrt.wrappers import {name}")
+    with pytest.raises(AttributeError):
+        kvrt.wrappers.NoSuchWrapper  # noqa: B018

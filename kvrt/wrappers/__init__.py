@@ -10,6 +10,8 @@ Wrappers whose extra is not installed (``FernetEncryptionWrapper`` needs ``kvrt[
 still import; making one says what to install.
 """
 
+from typing import NoReturn
+
 from kvrt.wrappers.base import BaseWrapper
 from kvrt.wrappers.compression import CompressionWrapper
 from kvrt.wrappers.default_value import DefaultValueWrapper
@@ -42,3 +44,16 @@ __all__ = [
     "StatisticsWrapper",
     "TTLClampWrapper",
 ]
+
+_POLICIES = {
+    "RetryWrapper": "retries are the restart policy: runtime.spawn(backend, restart=RestartPolicy(attempts=5))",
+    "TimeoutWrapper": "a deadline is a spawn option: runtime.spawn(backend, request_timeout=0.5)",
+    "FallbackWrapper": "a fallback is a spawn option: runtime.spawn(backend, fallback=FallbackPolicy(other))",
+}
+
+
+def __getattr__(name: str) -> NoReturn:
+    """Say where the reference's retry, timeout and fallback wrappers went, for code moving from it."""
+    if name in _POLICIES:
+        raise ImportError(f"kvrt has no {name}: {_POLICIES[name]} (README: Wrappers and adapters)", name=name)
+    raise AttributeError(f"module 'kvrt.wrappers' has no attribute {name!r}")
