@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal, SupportsFloat, overload
+from collections.abc import Sequence
+from typing import Any, Literal, overload
 
 from kvrt.errors import MissingKeyError
 from kvrt.protocol import AsyncKeyValue
+from kvrt.wrappers.base import BaseWrapper
 
 
 def _missing(operation: str, collection: str | None, key: str) -> MissingKeyError:
@@ -18,11 +19,14 @@ def _missing(operation: str, collection: str | None, key: str) -> MissingKeyErro
     )
 
 
-class RaiseOnMissingAdapter:
-    """Passes every call to ``key_value``; reads given ``raise_on_missing=True`` raise for a missing key."""
+class RaiseOnMissingAdapter(BaseWrapper):
+    """Passes every call to ``key_value``; reads given ``raise_on_missing=True`` raise for a missing key.
+
+    Writes, deletes and the optional segments pass through unchanged.
+    """
 
     def __init__(self, key_value: AsyncKeyValue) -> None:
-        self.key_value = key_value
+        super().__init__(key_value)
 
     @overload
     async def get(
@@ -103,28 +107,3 @@ class RaiseOnMissingAdapter:
                 if value is None:
                     raise _missing("ttl_many", collection, key)
         return found
-
-    async def put(
-        self, key: str, value: Mapping[str, Any], *, collection: str | None = None, ttl: SupportsFloat | None = None
-    ) -> None:
-        """Store ``value`` under ``key``."""
-        await self.key_value.put(key, value, collection=collection, ttl=ttl)
-
-    async def put_many(
-        self,
-        keys: Sequence[str],
-        values: Sequence[Mapping[str, Any]],
-        *,
-        collection: str | None = None,
-        ttl: SupportsFloat | None = None,
-    ) -> None:
-        """Store each value under its key."""
-        await self.key_value.put_many(keys, values, collection=collection, ttl=ttl)
-
-    async def delete(self, key: str, *, collection: str | None = None) -> bool:
-        """Remove ``key``; ``True`` if something was removed."""
-        return await self.key_value.delete(key, collection=collection)
-
-    async def delete_many(self, keys: Sequence[str], *, collection: str | None = None) -> int:
-        """Remove ``keys``; return how many were removed."""
-        return await self.key_value.delete_many(keys, collection=collection)

@@ -125,6 +125,53 @@ class BaseWrapper(_Hooks):
         await cull_of(self.key_value).cull()
 
 
+class ValueWrapper(BaseWrapper):
+    """A wrapper that changes values on their way in and out (an envelope), and nothing else.
+
+    A subclass gives :meth:`_store` (the stored form of a value) and :meth:`_load` (the value of a
+    stored form, ``None`` for one that reads as missing).
+    """
+
+    def _store(self, value: Mapping[str, Any]) -> Mapping[str, Any]:
+        raise NotImplementedError
+
+    def _load(self, stored: dict[str, Any] | None) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    async def get(self, key: str, *, collection: str | None = None) -> dict[str, Any] | None:
+        return self._load(await self.key_value.get(key, collection=collection))
+
+    async def get_many(self, keys: Sequence[str], *, collection: str | None = None) -> list[dict[str, Any] | None]:
+        return [self._load(value) for value in await self.key_value.get_many(keys, collection=collection)]
+
+    async def ttl(self, key: str, *, collection: str | None = None) -> tuple[dict[str, Any] | None, float | None]:
+        stored, seconds = await self.key_value.ttl(key, collection=collection)
+        value = self._load(stored)
+        return (value, seconds) if value is not None else (None, None)
+
+    async def ttl_many(
+        self, keys: Sequence[str], *, collection: str | None = None
+    ) -> list[tuple[dict[str, Any] | None, float | None]]:
+        found = await self.key_value.ttl_many(keys, collection=collection)
+        loaded = [(self._load(stored), seconds) for stored, seconds in found]
+        return [(value, seconds) if value is not None else (None, None) for value, seconds in loaded]
+
+    async def put(
+        self, key: str, value: Mapping[str, Any], *, collection: str | None = None, ttl: SupportsFloat | None = None
+    ) -> None:
+        await self.key_value.put(key, self._store(value), collection=collection, ttl=ttl)
+
+    async def put_many(
+        self,
+        keys: Sequence[str],
+        values: Sequence[Mapping[str, Any]],
+        *,
+        collection: str | None = None,
+        ttl: SupportsFloat | None = None,
+    ) -> None:
+        await self.key_value.put_many(keys, [self._store(value) for value in values], collection=collection, ttl=ttl)
+
+
 class KeysSegment(_Hooks):
     """The ``keys`` segment, mixed into a wrapper whose store offers it."""
 

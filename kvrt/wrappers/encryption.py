@@ -5,13 +5,13 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, SupportsFloat
+from typing import TYPE_CHECKING, Any, Final
 
 from kvrt.entry import decode_value, encode_value
 from kvrt.errors import CorruptedDataError, DecryptionError, EncryptionError, EncryptionVersionError
 from kvrt.extras import needs_extra
 from kvrt.protocol import AsyncKeyValue
-from kvrt.wrappers.base import BaseWrapper
+from kvrt.wrappers.base import ValueWrapper
 
 if TYPE_CHECKING:
     from cryptography.fernet import Fernet, MultiFernet
@@ -26,7 +26,7 @@ EncryptionFn = Callable[[bytes], bytes]
 DecryptionFn = Callable[[bytes, int], bytes]
 
 
-class BaseEncryptionWrapper(BaseWrapper):
+class BaseEncryptionWrapper(ValueWrapper):
     """Stores each value as ``{"__encrypted_data__": <base64 of the ciphertext>, "__encryption_version__": n}``.
 
     ``encryption_fn`` encrypts the value's JSON; ``decryption_fn`` is given the ciphertext and the
@@ -51,7 +51,7 @@ class BaseEncryptionWrapper(BaseWrapper):
         self._decrypt = decryption_fn
         super().__init__()
 
-    def _seal(self, value: Mapping[str, Any]) -> dict[str, Any]:
+    def _store(self, value: Mapping[str, Any]) -> dict[str, Any]:
         plain = encode_value(value)
         try:
             sealed = base64.b64encode(self._encrypt(plain)).decode("ascii")
@@ -59,7 +59,7 @@ class BaseEncryptionWrapper(BaseWrapper):
             raise EncryptionError(f"Encrypting a value failed: {type(exc).__name__}") from exc
         return {DATA: sealed, VERSION: self.encryption_version}
 
-    def _open(self, value: dict[str, Any] | None) -> dict[str, Any] | None:
+    def _load(self, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is None or DATA not in value:
             return value
         try:
@@ -81,39 +81,6 @@ class BaseEncryptionWrapper(BaseWrapper):
             if self.raise_on_decryption_error:
                 raise
             return None
-
-    async def get(self, key: str, *, collection: str | None = None) -> dict[str, Any] | None:
-        return self._open(await self.key_value.get(key, collection=collection))
-
-    async def get_many(self, keys: Sequence[str], *, collection: str | None = None) -> list[dict[str, Any] | None]:
-        return [self._open(value) for value in await self.key_value.get_many(keys, collection=collection)]
-
-    async def ttl(self, key: str, *, collection: str | None = None) -> tuple[dict[str, Any] | None, float | None]:
-        value, seconds = await self.key_value.ttl(key, collection=collection)
-        opened = self._open(value)
-        return (opened, seconds) if opened is not None else (None, None)
-
-    async def ttl_many(
-        self, keys: Sequence[str], *, collection: str | None = None
-    ) -> list[tuple[dict[str, Any] | None, float | None]]:
-        found = await self.key_value.ttl_many(keys, collection=collection)
-        opened = [(self._open(value), seconds) for value, seconds in found]
-        return [(value, seconds) if value is not None else (None, None) for value, seconds in opened]
-
-    async def put(
-        self, key: str, value: Mapping[str, Any], *, collection: str | None = None, ttl: SupportsFloat | None = None
-    ) -> None:
-        await self.key_value.put(key, self._seal(value), collection=collection, ttl=ttl)
-
-    async def put_many(
-        self,
-        keys: Sequence[str],
-        values: Sequence[Mapping[str, Any]],
-        *,
-        collection: str | None = None,
-        ttl: SupportsFloat | None = None,
-    ) -> None:
-        await self.key_value.put_many(keys, [self._seal(value) for value in values], collection=collection, ttl=ttl)
 
 
 class FernetEncryptionWrapper(BaseEncryptionWrapper):
