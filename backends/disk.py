@@ -17,12 +17,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import anyio
 import diskcache
 
 from kvrt.backends.base import Backend, Capabilities
 from kvrt.backends.layout import collection_prefix, split_compound_key
 from kvrt.errors import StoreSetupError
+from kvrt.lanes import ThreadLane
 
 _T = TypeVar("_T")
 _MISSING: Any = object()
@@ -104,15 +104,13 @@ class DiskBackend(Backend):
         self._eviction_policy = eviction_policy if size_limit is not None else "none"
         self._cache = cache
         self._owns_cache = cache is None
-        self._thread: anyio.CapacityLimiter | None = None  # made in open(): it belongs to the worker's loop
+        self._lane = ThreadLane(f"kvrt {self.name} lane")
         self._cull_cursor: float | None = None
         self._cull_stride = 1.0
 
     async def _run(self, call: Callable[..., _T], *args: Any) -> _T:
         """Run a blocking call on this backend's thread lane, in order, off the event loop."""
-        if self._thread is None:
-            self._thread = anyio.CapacityLimiter(1)
-        return await anyio.to_thread.run_sync(call, *args, limiter=self._thread)
+        return await self._lane.run(call, *args)
 
     @property
     def cache(self) -> diskcache.Cache:
@@ -149,10 +147,13 @@ class DiskBackend(Backend):
         return [self.cache]
 
     async def close(self) -> None:
-        """Close the cache, if kvrt opened it."""
-        if self._owns_cache and self._cache is not None:
-            cache, self._cache = self._cache, None
-            await self._run(cache.close)
+        """Close the cache, if kvrt opened it, and end the thread lane."""
+        try:
+            if self._owns_cache and self._cache is not None:
+                cache, self._cache = self._cache, None
+                await self._run(cache.close)
+        finally:
+            await self._lane.aclose()
 
     async def get_many(self, collection: str, keys: Sequence[str]) -> list[bytes | str | None]:
         """Read every key in one hop to the disk thread."""

@@ -79,10 +79,13 @@ class MultiDiskBackend(DiskBackend):
         self.directory.mkdir(parents=True, exist_ok=True)
 
     async def close(self) -> None:
-        """Close every collection's cache."""
+        """Close every collection's cache and end the thread lane."""
         caches, self._caches = self._caches, {}
-        for cache in caches.values():
-            await self._run(cache.close)
+        try:
+            for cache in caches.values():
+                await self._run(cache.close)
+        finally:
+            await self._lane.aclose()
 
     def _place(self, collection: str) -> tuple[diskcache.Cache, str]:
         cache = self._caches.get(collection)
