@@ -10,7 +10,6 @@ characters gets ``%%`` and its SHA-256 instead, with the name itself in a file t
 
 from __future__ import annotations
 
-import hashlib
 import string
 from pathlib import Path
 from urllib.parse import unquote
@@ -18,10 +17,10 @@ from urllib.parse import unquote
 import diskcache
 
 from kvrt.backends.disk import DiskBackend, EvictionPolicy
+from kvrt.backends.names import hashed, is_hashed
 
 _SAFE = frozenset(string.ascii_letters + string.digits + "_-")
 _LONGEST = 200
-_HASHED = "%%"  # never the start of an encoded name: an encoded "%" is "%25"
 _NAME_FILE = "kvrt-collection"
 
 
@@ -32,12 +31,12 @@ def collection_directory(collection: str) -> str:
     )
     if len(encoded) <= _LONGEST:
         return encoded
-    return _HASHED + hashlib.sha256(collection.encode()).hexdigest()
+    return hashed(collection)
 
 
 def directory_collection(directory: Path) -> str | None:
     """Return the collection ``directory`` holds, or ``None`` if it is not a collection's directory."""
-    if directory.name.startswith(_HASHED):
+    if is_hashed(directory.name):
         try:
             collection = (directory / _NAME_FILE).read_text(encoding="utf-8")
         except OSError:
@@ -92,7 +91,7 @@ class MultiDiskBackend(DiskBackend):
         if cache is None:
             name = collection_directory(collection)
             cache = self._open_cache(self.directory / name)
-            if name.startswith(_HASHED):
+            if is_hashed(name):
                 (self.directory / name / _NAME_FILE).write_text(collection, encoding="utf-8")
             self._caches[collection] = cache
         return cache, ""

@@ -221,6 +221,8 @@ class Runtime:
             for name, backend in backends.items():
                 try:
                     await backend.open()
+                except StoreSetupError as exc:  # the backend's own words: a missing bucket, a refused login
+                    raise StoreSetupError(f"Could not open the backend: {exc.reason}", backend=name) from exc
                 except Exception as exc:
                     raise StoreSetupError(f"Could not open the backend: {type(exc).__name__}", backend=name) from exc
                 opened.append(backend)

@@ -13,7 +13,9 @@ from kvrt.backends.redis import RedisBackend
 from kvrt.testing.conformance import LOOPS, ListingStore, listing
 from kvrt.testing.servers import (
     VALKEY_INSTALL,
+    AwsTarget,
     RedisTarget,
+    aws_target,
     cluster_target,
     missing,
     redis_binary,
@@ -57,6 +59,20 @@ def redis_cluster_server() -> Iterator[RedisTarget]:
     """A 3-master Redis Cluster of local redis-server processes."""
     with cluster_target(redis_binary()) as target:
         yield target
+
+
+@pytest.fixture(scope="session")
+def aws_session() -> Iterator[AwsTarget]:
+    """moto's server (S3, DynamoDB), or LocalStack where Docker runs: one per session."""
+    with aws_target() as target:
+        yield target
+
+
+@pytest.fixture(scope="module")
+def aws(aws_session: AwsTarget) -> AwsTarget:
+    """The AWS emulator, wiped before each test module."""
+    aws_session.reset()
+    return aws_session
 
 
 @pytest.fixture

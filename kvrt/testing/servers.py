@@ -42,7 +42,7 @@ def reference_module(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError:
-        missing("py-key-value-aio", "pip install 'py-key-value-aio[memory,disk,redis]>=0.4.6,<0.6'")
+        missing("py-key-value-aio", "pip install 'py-key-value-aio[memory,disk,redis,s3,dynamodb]>=0.4.6,<0.6'")
 
 
 def free_port() -> int:
@@ -283,3 +283,121 @@ def cluster_target(binary: str) -> Iterator[RedisTarget]:
     """Run a 3-master Redis Cluster of local processes."""
     with redis_cluster(binary) as nodes:
         yield RedisTarget([("127.0.0.1", node.port) for node in nodes], cluster=True)
+
+
+MOTO_INSTALL = "pip install 'moto[server]'"
+
+
+class MotoServer:
+    """moto's standalone server (S3, DynamoDB and the rest of AWS, in memory) as a local process on a free port."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: Path | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        """Where aiobotocore clients should send their requests."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the server and wait until its API answers."""
+        binary = shutil.which("moto_server")
+        if binary is None:
+            missing("moto_server", MOTO_INSTALL)
+        handle, log = tempfile.mkstemp(prefix="kvrt-moto-", suffix=".log")
+        self._log = Path(log)
+        # Loopback only; moto sends nothing anywhere (no telemetry, no update check).
+        self.process = subprocess.Popen(
+            [binary, "-H", "127.0.0.1", "-p", str(self.port)], stdout=handle, stderr=subprocess.STDOUT
+        )
+        os.close(handle)
+        deadline = time.monotonic() + timeout
+        while not self.answers():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"moto_server did not start on port {self.port}")
+            time.sleep(0.05)
+
+    def answers(self) -> bool:
+        """Say whether the server's API answers now."""
+        return self._call("GET", "/moto-api/") == 200
+
+    def reset(self) -> None:
+        """Wipe every bucket, table and object the server holds."""
+        if self._call("POST", "/moto-api/reset") != 200:
+            raise RuntimeError("moto_server did not reset")
+
+    def _call(self, method: str, path: str) -> int:
+        import http.client
+
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+            try:
+                connection.request(method, path)
+                return connection.getresponse().status
+            finally:
+                connection.close()
+        except OSError:
+            return 0
+
+    def kill(self) -> None:
+        """Kill the server at once (its state, all in memory, goes with it)."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+            self.process = None
+
+    def stop(self) -> None:
+        """Stop the server, and remove its log."""
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+            self.process = None
+        if self._log is not None:
+            self._log.unlink(missing_ok=True)
+
+
+AWS_TEST_OPTIONS: dict[str, str] = {
+    "region_name": "us-east-1",
+    "aws_access_key_id": "testing",
+    "aws_secret_access_key": "testing",
+}
+"""What a client of the test server needs (moto takes any credentials)."""
+
+
+class AwsTarget:
+    """A running AWS emulator: where clients go, and how to wipe it (tests use fresh bucket and table names too)."""
+
+    def __init__(self, endpoint_url: str, server: MotoServer | None = None) -> None:
+        self.endpoint_url = endpoint_url
+        self.server = server
+
+    def reset(self) -> None:
+        """Wipe everything moto holds (a LocalStack container is left as it is)."""
+        if self.server is not None:
+            self.server.reset()
+
+
+@contextlib.contextmanager
+def aws_target() -> Iterator[AwsTarget]:
+    """Run an AWS emulator for the duration of the block.
+
+    LocalStack in a container where a Docker engine listens, else moto's server as a local process.
+    """
+    if docker_available():
+        from testcontainers.localstack import LocalStackContainer
+
+        with LocalStackContainer("localstack/localstack:3") as container:
+            yield AwsTarget(container.get_url())
+        return
+    server = MotoServer()
+    server.start()
+    try:
+        yield AwsTarget(server.endpoint_url, server)
+    finally:
+        server.stop()
