@@ -17,6 +17,7 @@ from kvrt import Runtime
 from kvrt.backends.base import Backend
 from kvrt.backends.dynamodb import DynamoDBBackend
 from kvrt.backends.s3 import S3Backend
+from kvrt.protocol import AsyncEnumerateKeysProtocol
 from kvrt.testing.conformance import assert_ttl, sleep_past
 from kvrt.testing.servers import AWS_TEST_OPTIONS, AwsTarget, reference_module
 
@@ -77,6 +78,7 @@ async def test_kvrt_reads_what_the_reference_wrote(pair: tuple[Backend, Any], re
         assert await store.get_many(list(VALUES), collection="users") == list(VALUES.values())
         assert_ttl(await store.ttl("brief", collection="users"), {"v": 1}, 100)
         assert await store.get("gone", collection="users") is None
+        assert isinstance(store, AsyncEnumerateKeysProtocol)
         assert sorted(await store.keys("users")) == sorted([*VALUES, "brief"])
         assert await store.delete("user-1", collection="users") is True
     assert await reference_store.get("user-1", collection="users") is None

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
+from typing import Any
 
+import anyio
 import pytest
+import structlog.testing
 
+from kvrt import Runtime
 from kvrt.backends.s3 import S3Backend, decode_name, encode_name
+from kvrt.errors import StoreSetupError
 from kvrt.testing import ConformanceSuite
-from kvrt.testing.conformance import NAMES
+from kvrt.testing.conformance import NAMES, listing
 from kvrt.testing.servers import AWS_TEST_OPTIONS, AwsTarget
 
 
@@ -38,3 +44,94 @@ def test_names_round_trip_and_stay_in_their_folder(name: str) -> None:
 def test_plain_names_are_the_references_object_keys() -> None:
     for name in ("users", "user:123", "a b", "ünï", "a/b"):
         assert encode_name(name, collection=False) == name
+
+
+class Calls:
+    """Count the requests a botocore client really sends, by operation, and the most out at once."""
+
+    def __init__(self, client: Any) -> None:
+        self.counts: Counter[str] = Counter()
+        self.out = self.most_out = 0
+        client.meta.events.register("before-call.s3", self._sent)
+        client.meta.events.register("after-call.s3", self._answered)
+
+    def _sent(self, model: Any, **_: Any) -> None:
+        self.counts[model.name] += 1
+        self.out += 1
+        self.most_out = max(self.most_out, self.out)
+
+    def _answered(self, **_: Any) -> None:
+        self.out -= 1
+
+
+async def test_a_round_of_gets_goes_out_at_once_within_the_pool(runtime: Runtime, aws: AwsTarget) -> None:
+    backend = fresh_bucket(aws, pool_size=8)
+    store = await runtime.spawn(backend)
+    names = [f"k{i}" for i in range(64)]
+    await store.put_many(names, [{"i": i} for i in range(64)])
+    calls = Calls(backend.client)
+    found: dict[str, Any] = {}
+
+    async def get(name: str) -> None:
+        found[name] = await store.get(name)
+
+    async with anyio.create_task_group() as group:
+        for name in names:
+            group.start_soon(get, name)
+    assert found == {name: {"i": i} for i, name in enumerate(names)}
+    assert calls.counts["GetObject"] == 64
+    assert 1 < calls.most_out <= 8, "concurrent, and never past the pool"
+
+
+async def test_deletes_find_what_is_there_and_go_out_as_one_delete_objects(runtime: Runtime, aws: AwsTarget) -> None:
+    backend = fresh_bucket(aws)
+    store = listing(await runtime.spawn(backend))
+    names = [f"k{i}" for i in range(300)]
+    await store.put_many(names[:200], [{"i": i} for i in range(200)])
+    calls = Calls(backend.client)
+    assert await store.delete_many(names) == 200
+    assert (calls.counts["HeadObject"], calls.counts["DeleteObjects"]) == (300, 1)  # (culling may list meanwhile)
+    assert await store.keys() == []
+
+
+async def test_a_prefix_keeps_the_backend_to_its_folder(runtime: Runtime, aws: AwsTarget) -> None:
+    outside = fresh_bucket(aws)
+    inside = S3Backend(outside.bucket, prefix="app/cache", endpoint_url=aws.endpoint_url, **AWS_TEST_OPTIONS)  # type: ignore[arg-type]
+    bare = listing(await runtime.spawn(outside, name="bare"))
+    kept = listing(await runtime.spawn(inside, name="kept"))
+    await bare.put("k", {"where": "bare"}, collection="users")
+    await kept.put("k", {"where": "kept"}, collection="users")
+    await kept.put("j", {"where": "kept"}, collection="other")
+    assert await bare.get("k", collection="users") == {"where": "bare"}
+    assert await kept.get("k", collection="users") == {"where": "kept"}
+    assert sorted(await kept.collections()) == ["other", "users"]
+    assert await kept.destroy() is True
+    assert await kept.collections() == []
+    assert await bare.get("k", collection="users") == {"where": "bare"}, "destroy stays under the prefix"
+    assert await bare.collections() == ["users"], "nothing is left under the prefix"
+    assert await bare.keys("users") == ["k"]
+
+
+@pytest.mark.parametrize("prefix", ["../up", "a//b", "./here", "50%"])
+def test_a_prefix_that_could_escape_is_refused(prefix: str) -> None:
+    with pytest.raises(ValueError, match="prefix"):
+        S3Backend("bucket", prefix=prefix)
+
+
+async def test_a_missing_bucket_is_a_setup_error_that_names_it(runtime: Runtime, aws: AwsTarget) -> None:
+    secret = "never-show-this-secret-0123456789"
+    backend = S3Backend(
+        "no-such-bucket-here",
+        endpoint_url=aws.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key=secret,
+    )
+    with (
+        structlog.testing.capture_logs() as logs,
+        pytest.raises(StoreSetupError, match="no-such-bucket-here") as raised,
+    ):
+        await runtime.spawn(backend)
+    assert "create_bucket=True" in str(raised.value)
+    shown = [repr(backend), str(raised.value), repr(raised.value.__cause__), *map(str, logs)]
+    assert all(secret not in text for text in shown)
