@@ -1,7 +1,8 @@
 """One URL parser for every entry point: a scheme names a backend, the rest its plain options.
 
 ``memory://``, ``disk:///abs/path`` (or ``disk://relative/path``), ``multidisk:///path``,
-``redis://``, ``rediss://``, ``redis+cluster://``, ``valkey://``, ``valkeys://`` and ``null://``.
+``redis://``, ``rediss://``, ``redis+cluster://``, ``valkey://``, ``valkeys://``, ``s3://bucket/prefix``,
+``dynamodb://table`` and ``null://``.
 Query parameters set the backend's plain options (``memory://?max_entries_per_collection=500``,
 ``disk:///var/cache/app?size_limit=1000000``) and the spawn options that are plain values
 (``request_timeout``, ``name``, ``default_collection``); a Redis URL passes the rest of its query to
@@ -112,6 +113,46 @@ def _redis(url: SplitResult, options: Options) -> Backend:
     return RedisBackend(urlunsplit(rest), cluster=url.scheme == "redis+cluster", pool_size=pool_size)
 
 
+def _flag(name: str, text: str) -> bool:
+    if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(f"URL parameter {name!r} must be true or false")
+    return text.lower() in ("true", "1", "yes")
+
+
+def _aws_options(scheme: str, url: SplitResult, options: Options, create: str) -> dict[str, Any]:
+    """Return the options S3 and DynamoDB URLs share: where the service is, the pool, whether to create."""
+    if url.username or url.password:
+        raise ValueError(f"{scheme}:// URLs take no credentials: botocore's standard chain finds them")
+    kwargs: dict[str, Any] = {}
+    if "endpoint_url" in options:
+        kwargs["endpoint_url"] = _text("endpoint_url", options.pop("endpoint_url"))
+    if "region" in options:
+        kwargs["region_name"] = _text("region", options.pop("region"))
+    if "pool_size" in options:
+        kwargs["pool_size"] = _positive_int("pool_size", options.pop("pool_size"))
+    if create in options:
+        kwargs[create] = _flag(create, options.pop(create))
+    _no_more(scheme, options)
+    return kwargs
+
+
+def _s3(url: SplitResult, options: Options) -> Backend:
+    from kvrt.backends.s3 import S3Backend
+
+    if not url.netloc:
+        raise ValueError("s3:// URLs name a bucket: s3://bucket or s3://bucket/prefix")
+    kwargs = _aws_options("s3", url, options, "create_bucket")
+    return S3Backend(url.netloc, prefix=url.path.strip("/") or None, **kwargs)
+
+
+def _dynamodb(url: SplitResult, options: Options) -> Backend:
+    from kvrt.backends.dynamodb import DynamoDBBackend
+
+    if not url.netloc or url.path.strip("/"):
+        raise ValueError("dynamodb:// URLs name a table: dynamodb://table")
+    return DynamoDBBackend(url.netloc, **_aws_options("dynamodb", url, options, "create_table"))
+
+
 def _null(url: SplitResult, options: Options) -> Backend:
     from kvrt.backends.null import NullBackend
 
@@ -128,6 +169,8 @@ SCHEMES: dict[str, Callable[[SplitResult, Options], Backend]] = {
     "redis+cluster": _redis,
     "valkey": _redis,
     "valkeys": _redis,
+    "s3": _s3,
+    "dynamodb": _dynamodb,
     "null": _null,
 }
 """Every scheme kvrt opens, and what makes its backend; later backends add theirs with :func:`register`."""

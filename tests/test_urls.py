@@ -13,12 +13,14 @@ import structlog.testing
 
 import kvrt
 from kvrt.backends.disk import DiskBackend
+from kvrt.backends.dynamodb import DynamoDBBackend
 from kvrt.backends.memory import MemoryBackend
 from kvrt.backends.multi_disk import MultiDiskBackend
 from kvrt.backends.null import NullBackend
 from kvrt.backends.redis import RedisBackend
+from kvrt.backends.s3 import S3Backend
 from kvrt.errors import KeyValueError
-from kvrt.testing.servers import RedisTarget
+from kvrt.testing.servers import AwsTarget, RedisTarget
 from kvrt.urls import SCHEMES, parse_url, redacted
 
 pytestmark = pytest.mark.anyio
@@ -131,7 +133,18 @@ def test_every_scheme_is_listed_when_one_is_unknown() -> None:
         parse_url("nosuch://x")
     for scheme in ("memory", "disk", "multidisk", "redis", "rediss", "redis+cluster", "valkey", "null"):
         assert f"{scheme}://" in str(raised.value)
-    assert set(SCHEMES) >= {"memory", "disk", "multidisk", "redis", "rediss", "redis+cluster", "valkey", "null"}
+    assert set(SCHEMES) >= {
+        "memory",
+        "disk",
+        "multidisk",
+        "redis",
+        "rediss",
+        "redis+cluster",
+        "valkey",
+        "null",
+        "s3",
+        "dynamodb",
+    }
 
 
 def test_redacted_hides_the_password_only() -> None:
@@ -165,3 +178,36 @@ async def test_a_password_in_a_url_appears_nowhere(redis_server: RedisTarget) ->
     assert "StoreSetupError" in text, "the refused login was seen"
     assert "pw-s3cr3t-1" not in text
     assert "pw-wrong-2" not in text
+
+
+async def test_s3_and_dynamodb_urls_name_the_bucket_prefix_table_and_endpoint(
+    aws: AwsTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")  # botocore's standard chain
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    endpoint = aws.endpoint_url
+    s3, _ = parse_url(f"s3://urls-bucket/app/cache?endpoint_url={endpoint}&region=eu-west-1&pool_size=4")
+    assert isinstance(s3, S3Backend)
+    assert (s3.bucket, s3.prefix) == ("urls-bucket", "app/cache/")
+    assert (s3._aws.endpoint_url, s3._aws.region_name, s3._aws.pool_size) == (endpoint, "eu-west-1", 4)
+    dynamodb, spawn = parse_url(f"dynamodb://UrlsTable?endpoint_url={endpoint}&create_table=true&name=sessions")
+    assert isinstance(dynamodb, DynamoDBBackend)
+    assert (dynamodb.table, dynamodb._create_table, spawn) == ("UrlsTable", True, {"name": "sessions"})
+    await _round_trip(f"s3://urls-bucket/app?endpoint_url={endpoint}&region=us-east-1&create_bucket=1")
+    await _round_trip(f"dynamodb://UrlsTable?endpoint_url={endpoint}&region=us-east-1&create_table=yes")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("s3://", "name a bucket"),
+        ("dynamodb://table/more", "name a table"),
+        ("s3://AKIA:topsecret@bucket", "take no credentials"),
+        ("dynamodb://table?create_table=maybe", "must be true or false"),
+        ("s3://bucket?colour=red", "take no parameter colour"),
+    ],
+)
+def test_bad_aws_urls_are_refused_without_showing_secrets(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as raised:
+        parse_url(url)
+    assert "topsecret" not in str(raised.value)
