@@ -42,7 +42,8 @@ _TRANSIENT_CODES = frozenset(
     }
 )
 _TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    botocore.exceptions.HTTPClientError,  # connection refused, reset or closed; connect and read timeouts
+    botocore.exceptions.ConnectionError,  # refused (EndpointConnectionError), connect timeouts, proxies
+    botocore.exceptions.HTTPClientError,  # closed or reset mid-call, read timeouts
     aiohttp.ClientError,
     asyncio.TimeoutError,
     OSError,

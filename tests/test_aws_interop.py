@@ -43,13 +43,13 @@ def anyio_backend() -> str:
 
 
 def _s3(aws: AwsTarget, name: str) -> tuple[Backend, Any]:
-    kvrt_side = S3Backend(name, endpoint_url=aws.endpoint_url, create_bucket=True, **AWS_TEST_OPTIONS)  # type: ignore[arg-type]
+    kvrt_side = S3Backend(name, endpoint_url=aws.endpoint_url, create_bucket=True, **AWS_TEST_OPTIONS)
     reference = s3_store.S3Store(bucket_name=name, endpoint_url=aws.endpoint_url, **AWS_TEST_OPTIONS)
     return kvrt_side, reference
 
 
 def _dynamodb(aws: AwsTarget, name: str) -> tuple[Backend, Any]:
-    kvrt_side = DynamoDBBackend(name, endpoint_url=aws.endpoint_url, create_table=True, **AWS_TEST_OPTIONS)  # type: ignore[arg-type]
+    kvrt_side = DynamoDBBackend(name, endpoint_url=aws.endpoint_url, create_table=True, **AWS_TEST_OPTIONS)
     reference = dynamodb_store.DynamoDBStore(table_name=name, endpoint_url=aws.endpoint_url, **AWS_TEST_OPTIONS)
     return kvrt_side, reference
 

@@ -19,9 +19,9 @@ from kvrt.testing import ConformanceSuite
 from kvrt.testing.servers import AWS_TEST_OPTIONS, AwsTarget
 
 
-def fresh_table(aws: AwsTarget, **options: object) -> DynamoDBBackend:
+def fresh_table(aws: AwsTarget, **options: Any) -> DynamoDBBackend:
     table = f"kvrt-{uuid.uuid4().hex[:12]}"
-    return DynamoDBBackend(table, endpoint_url=aws.endpoint_url, create_table=True, **AWS_TEST_OPTIONS, **options)  # type: ignore[arg-type]
+    return DynamoDBBackend(table, endpoint_url=aws.endpoint_url, create_table=True, **AWS_TEST_OPTIONS, **options)
 
 
 pytestmark = pytest.mark.anyio

@@ -18,9 +18,9 @@ from kvrt.testing.conformance import NAMES, listing
 from kvrt.testing.servers import AWS_TEST_OPTIONS, AwsTarget
 
 
-def fresh_bucket(aws: AwsTarget, **options: object) -> S3Backend:
+def fresh_bucket(aws: AwsTarget, **options: Any) -> S3Backend:
     bucket = f"kvrt-{uuid.uuid4().hex[:12]}"
-    return S3Backend(bucket, endpoint_url=aws.endpoint_url, create_bucket=True, **AWS_TEST_OPTIONS, **options)  # type: ignore[arg-type]
+    return S3Backend(bucket, endpoint_url=aws.endpoint_url, create_bucket=True, **AWS_TEST_OPTIONS, **options)
 
 
 class TestS3Conformance(ConformanceSuite):
@@ -96,7 +96,7 @@ async def test_deletes_find_what_is_there_and_go_out_as_one_delete_objects(runti
 
 async def test_a_prefix_keeps_the_backend_to_its_folder(runtime: Runtime, aws: AwsTarget) -> None:
     outside = fresh_bucket(aws)
-    inside = S3Backend(outside.bucket, prefix="app/cache", endpoint_url=aws.endpoint_url, **AWS_TEST_OPTIONS)  # type: ignore[arg-type]
+    inside = S3Backend(outside.bucket, prefix="app/cache", endpoint_url=aws.endpoint_url, **AWS_TEST_OPTIONS)
     bare = listing(await runtime.spawn(outside, name="bare"))
     kept = listing(await runtime.spawn(inside, name="kept"))
     await bare.put("k", {"where": "bare"}, collection="users")

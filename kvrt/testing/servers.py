@@ -362,7 +362,7 @@ class MotoServer:
             self._log.unlink(missing_ok=True)
 
 
-AWS_TEST_OPTIONS: dict[str, str] = {
+AWS_TEST_OPTIONS: dict[str, Any] = {
     "region_name": "us-east-1",
     "aws_access_key_id": "testing",
     "aws_secret_access_key": "testing",
