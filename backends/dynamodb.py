@@ -12,7 +12,8 @@ bytes for a collection, 1,024 for a key) is stored as a hashed stand-in
 
 A batch of gets is one ``BatchGetItem`` per 100 keys and a batch of puts one ``BatchWriteItem`` per
 25 items, concurrent within the worker's connection pool; deletes read which items are there in the
-same way, then remove them together.
+same way, then remove them together. A batch of one key (a lone caller) is one plain ``GetItem``,
+``PutItem`` or ``DeleteItem``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from kvrt.backends.base import Backend, Capabilities
@@ -56,6 +58,17 @@ def _expiry(item: dict[str, Any]) -> float | None:
         if attribute in item:
             return float(item[attribute]["N"])
     return None
+
+
+@contextmanager
+def _size_refused(backend: str) -> Iterator[None]:
+    """Turn DynamoDB's refusal of an item past its size bound into :class:`~kvrt.errors.EntryTooLargeError`."""
+    try:
+        yield
+    except Exception as exc:
+        if error_code(exc) == "ValidationException" and "size" in str(exc).lower():
+            raise EntryTooLargeError("DynamoDB holds items of at most 400 KB", backend=backend) from exc
+        raise
 
 
 def _names(*placeholders: str) -> dict[str, str]:
@@ -228,7 +241,17 @@ class DynamoDBBackend(Backend):
         return found
 
     async def get_many(self, collection: str, keys: Sequence[str]) -> list[bytes | str | None]:
-        """Read the batch with one ``BatchGetItem`` per 100 keys, at once."""
+        """Read the batch with one ``BatchGetItem`` per 100 keys, at once; a lone key with ``GetItem``."""
+        if len(keys) == 1:
+            response = await self.client.get_item(
+                TableName=self.table,
+                Key=self._item_key(collection, keys[0]),
+                ConsistentRead=True,
+                ProjectionExpression="#v",
+                ExpressionAttributeNames=_names("#v"),
+            )
+            item = response.get("Item")
+            return [None if item is None else item["value"]["S"]]
         unique = list(dict.fromkeys(keys))
         found = await self._read(collection, unique, "#k, #v")
         results: list[bytes | str | None] = []
@@ -262,21 +285,31 @@ class DynamoDBBackend(Backend):
             if stored_collection != collection:
                 item["collection_name"] = {"S": collection}
             items[stored_key] = item
+        if len(items) == 1:  # a lone caller's put: one plain request costs the service less than a batch
+            (item,) = items.values()
+            with _size_refused(self.name):
+                await self.client.put_item(TableName=self.table, Item=item)
+            return
         await self._write([{"PutRequest": {"Item": item}} for item in items.values()])
 
     async def _write(self, requests: Sequence[dict[str, Any]]) -> None:
         async def write(chunk: Sequence[dict[str, Any]]) -> None:
-            try:
+            with _size_refused(self.name):
                 await self._until_processed(self.client.batch_write_item, {self.table: list(chunk)}, "UnprocessedItems")
-            except Exception as exc:
-                if error_code(exc) == "ValidationException" and "size" in str(exc).lower():
-                    raise EntryTooLargeError("DynamoDB holds items of at most 400 KB", backend=self.name) from exc
-                raise
 
         await fan_out(write, list(chunks(requests, _WRITE_CHUNK)), self._width)
 
     async def delete_many(self, collection: str, keys: Sequence[str]) -> list[bool]:
-        """Find which items are there (``BatchGetItem``), then delete them with ``BatchWriteItem``."""
+        """Find which items are there (``BatchGetItem``), then delete them with ``BatchWriteItem``.
+
+        A lone key is one ``DeleteItem`` that returns what it removed.
+        """
+        if len(keys) == 1:
+            response = await self.client.delete_item(
+                TableName=self.table, Key=self._item_key(collection, keys[0]), ReturnValues="ALL_OLD"
+            )
+            old = response.get("Attributes")
+            return [old is not None and ((expiry := _expiry(old)) is None or expiry > time.time())]
         unique = list(dict.fromkeys(keys))
         found = await self._read(collection, unique, "#k, #t, #e")
         await self._write(
