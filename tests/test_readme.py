@@ -57,7 +57,12 @@ def test_readme_test_command_is_what_ci_runs() -> None:
     assert command in ci
 
 
-OPTIONAL = {"kvrt.backends.redis": "redis", "kvrt.backends.redis_connections": "redis"}
+OPTIONAL = {
+    "kvrt.backends.redis": "redis",
+    "kvrt.backends.redis_connections": "redis",
+    "kvrt.backends.s3": "s3",
+    "kvrt.backends.dynamodb": "dynamodb",
+}
 """Backend modules whose driver comes with an extra, and that extra."""
 
 
@@ -115,7 +120,7 @@ def test_readme_main_job_runs_after_a_plain_install(fresh: FreshInstall) -> None
 
 def test_no_extra_is_installed(fresh: FreshInstall) -> None:
     """The checks below mean something only if the venv really lacks the extras' packages."""
-    extras = ("trio", "redis", "cryptography", "pydantic")
+    extras = ("trio", "redis", "cryptography", "pydantic", "aiobotocore", "botocore")
     result = fresh.run("-c", f"import importlib.util as u; print([m for m in {extras!r} if u.find_spec(m)])")
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
 

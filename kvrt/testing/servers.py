@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import importlib.util
 import os
 import platform
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -304,13 +306,17 @@ class MotoServer:
     def start(self, timeout: float = 30.0) -> None:
         """Start the server and wait until its API answers."""
         binary = shutil.which("moto_server")
-        if binary is None:
+        if binary is not None:
+            command = [binary]
+        elif importlib.util.find_spec("moto.server") is not None:  # installed, its script not on PATH
+            command = [sys.executable, "-m", "moto.server"]
+        else:
             missing("moto_server", MOTO_INSTALL)
         handle, log = tempfile.mkstemp(prefix="kvrt-moto-", suffix=".log")
         self._log = Path(log)
         # Loopback only; moto sends nothing anywhere (no telemetry, no update check).
         self.process = subprocess.Popen(
-            [binary, "-H", "127.0.0.1", "-p", str(self.port)], stdout=handle, stderr=subprocess.STDOUT
+            [*command, "-H", "127.0.0.1", "-p", str(self.port)], stdout=handle, stderr=subprocess.STDOUT
         )
         os.close(handle)
         deadline = time.monotonic() + timeout
