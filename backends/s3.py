@@ -12,11 +12,13 @@ see :mod:`kvrt.backends.names`); the real names are in the document.
 A batch of gets or puts is one request per object, concurrent within the worker's connection pool;
 deletes find which objects are there (``HeadObject``) and remove them with one ``DeleteObjects``
 per 1,000. S3 does not expire objects by itself, so the runtime culls: pages of the listing, each
-object's expiry read from its metadata, the expired ones deleted together.
+object's expiry read from its metadata, the expired ones deleted together, a pass only once an
+expiry it knows of is due.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -40,6 +42,7 @@ _MAX_PREFIX = 256
 _DELETE_CHUNK = 1000  # DeleteObjects' bound
 _LIST_PAGE = 1000
 _EXPIRES = "expires-at"
+_QUIET_CULL = 3600.0  # the longest a cull waits once a pass found nothing due: for entries other writers made
 _ESCAPE_IN_KEY = re.compile(r"[%\x00-\x1f\x7f]")
 _ESCAPE_IN_COLLECTION = re.compile(r"[%/\x00-\x1f\x7f]")
 _NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
@@ -129,6 +132,9 @@ class S3Backend(Backend):
         self._create_bucket = create_bucket
         self._width = pool_size
         self._cull_after: str | None = None
+        self._next_cull = 0.0  # before it, nothing this backend knows of has expired: a cull sends nothing
+        self._due_by_writes = math.inf  # the soonest expiry written since the current pass began
+        self._pass_soonest = math.inf  # the soonest expiry of a live object the current pass has seen
         self.capabilities = Capabilities(
             native_ttl=False,
             max_batch=1024,
@@ -252,6 +258,9 @@ class S3Backend(Backend):
             self._object_key(folder, key): (entry, expiry)
             for key, entry, expiry in zip(keys, entries, expires_at, strict=True)
         }
+        soonest = min((expiry for _, expiry in latest.values() if expiry is not None), default=math.inf)
+        self._next_cull = min(self._next_cull, soonest)
+        self._due_by_writes = min(self._due_by_writes, soonest)
         await fan_out(self._put_object, list(latest.items()), self._width)
 
     async def _put_object(self, item: tuple[str, tuple[bytes, float | None]]) -> None:
@@ -373,7 +382,16 @@ class S3Backend(Backend):
         return removed
 
     async def cull(self, budget: int) -> tuple[int, bool]:
-        """Read the expiry of up to ``budget`` objects, from where the last step stopped, and delete the expired."""
+        """Read the expiry of up to ``budget`` objects, from where the last step stopped, and delete the expired.
+
+        S3 lists no metadata, so a pass costs a ``HeadObject`` per object: a pass runs only once
+        something is due (the soonest expiry the last pass saw, or one written since), and at least
+        hourly for what other writers stored.
+        """
+        if self._cull_after is None:
+            if time.time() < self._next_cull:
+                return 0, True
+            self._due_by_writes = self._pass_soonest = math.inf
         request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix, "MaxKeys": min(budget, _LIST_PAGE)}
         if self._cull_after is not None:
             request["StartAfter"] = self._cull_after
@@ -383,10 +401,15 @@ class S3Backend(Backend):
         now = time.time()
         expired = [name for name, state in zip(objects, states, strict=True) if state and not _live(state, now)]
         removed = await self._delete_objects(expired)
+        for state in states:
+            expiry = None if state is None else _expiry(state)
+            if expiry is not None and expiry > now:
+                self._pass_soonest = min(self._pass_soonest, expiry)
         if page.get("IsTruncated") and objects:
             self._cull_after = objects[-1]
             return removed, False
         self._cull_after = None
+        self._next_cull = min(self._pass_soonest, self._due_by_writes, now + _QUIET_CULL)
         return removed, True
 
     def is_transient(self, error: BaseException) -> bool:

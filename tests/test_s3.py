@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import Counter
 from typing import Any
@@ -12,9 +13,11 @@ import structlog.testing
 
 from kvrt import Runtime
 from kvrt.backends.s3 import S3Backend, decode_name, encode_name
+from kvrt.entry import DEFAULT_COLLECTION
 from kvrt.errors import StoreSetupError
+from kvrt.protocol import AsyncCullProtocol
 from kvrt.testing import ConformanceSuite
-from kvrt.testing.conformance import NAMES, listing
+from kvrt.testing.conformance import NAMES, listing, raw_get, sleep_past
 from kvrt.testing.servers import AWS_TEST_OPTIONS, AwsTarget
 
 
@@ -135,3 +138,22 @@ async def test_a_missing_bucket_is_a_setup_error_that_names_it(runtime: Runtime,
     assert "create_bucket=True" in str(raised.value)
     shown = [repr(backend), str(raised.value), repr(raised.value.__cause__), *map(str, logs)]
     assert all(secret not in text for text in shown)
+
+
+async def test_a_cull_sends_nothing_until_an_expiry_is_due(runtime: Runtime, aws: AwsTarget) -> None:
+    backend = fresh_bucket(aws)
+    store = await runtime.spawn(backend)
+    assert isinstance(store, AsyncCullProtocol)
+    names = [f"k{i}" for i in range(50)]
+    await store.put_many(names, [{"i": i} for i in range(50)])
+    await store.put("later", {"v": 1}, ttl=100)
+    await store.cull()  # the first pass since open reads every object once
+    calls = Calls(backend.client)
+    await store.cull()
+    assert calls.counts["ListObjectsV2"] + calls.counts["HeadObject"] == 0, "nothing due: no request"
+    await store.put("brief", {"v": 2}, ttl=0.2)
+    await sleep_past(time.time() + 0.2)
+    await store.cull()
+    assert calls.counts["HeadObject"] >= 52, "a write's expiry made the next pass due"
+    assert sorted(await listing(store).keys()) == sorted([*names, "later"])
+    assert await raw_get(store, DEFAULT_COLLECTION, "brief") is None
