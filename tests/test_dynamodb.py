@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from typing import Any
 
 import anyio
@@ -16,7 +15,7 @@ from kvrt.errors import EntryTooLargeError, KeyValueError, StoreSetupError
 from kvrt.policies import RestartPolicy
 from kvrt.protocol import AsyncEnumerateKeysProtocol
 from kvrt.testing import ConformanceSuite
-from kvrt.testing.servers import AWS_TEST_OPTIONS, AwsTarget
+from kvrt.testing.servers import AWS_TEST_OPTIONS, AwsTarget, SentRequests
 
 
 def fresh_table(aws: AwsTarget, **options: Any) -> DynamoDBBackend:
@@ -33,23 +32,12 @@ class TestDynamoDBConformance(ConformanceSuite):
         return fresh_table(aws)
 
 
-class Calls:
-    """Count the requests a botocore client really sends, by operation (botocore's event hooks)."""
-
-    def __init__(self, client: Any) -> None:
-        self.counts: Counter[str] = Counter()
-        client.meta.events.register("before-call.dynamodb", self._count)
-
-    def _count(self, model: Any, **_: Any) -> None:
-        self.counts[model.name] += 1
-
-
 async def test_64_concurrent_gets_are_one_batch_get_item(runtime: Runtime, aws: AwsTarget) -> None:
     backend = fresh_table(aws)
     store = await runtime.spawn(backend)
     names = [f"k{i}" for i in range(64)]
     await store.put_many(names, [{"i": i} for i in range(64)])
-    calls = Calls(backend.client)
+    calls = SentRequests(backend.client, "dynamodb")
     found: dict[str, Any] = {}
 
     async def get(name: str) -> None:
@@ -67,7 +55,7 @@ async def test_64_concurrent_gets_are_one_batch_get_item(runtime: Runtime, aws: 
 async def test_300_puts_are_at_most_12_batch_write_items(runtime: Runtime, aws: AwsTarget) -> None:
     backend = fresh_table(aws)
     store = await runtime.spawn(backend)
-    calls = Calls(backend.client)
+    calls = SentRequests(backend.client, "dynamodb")
     names = [f"k{i}" for i in range(300)]
     await store.put_many(names, [{"i": i} for i in range(300)])
     assert calls.counts == {"BatchWriteItem": 12}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections import Counter
 from typing import Any
 
 import anyio
@@ -18,7 +17,7 @@ from kvrt.errors import StoreSetupError
 from kvrt.protocol import AsyncCullProtocol
 from kvrt.testing import ConformanceSuite
 from kvrt.testing.conformance import NAMES, listing, raw_get, sleep_past
-from kvrt.testing.servers import AWS_TEST_OPTIONS, AwsTarget
+from kvrt.testing.servers import AWS_TEST_OPTIONS, AwsTarget, SentRequests
 
 
 def fresh_bucket(aws: AwsTarget, **options: Any) -> S3Backend:
@@ -49,30 +48,12 @@ def test_plain_names_are_the_references_object_keys() -> None:
         assert encode_name(name, collection=False) == name
 
 
-class Calls:
-    """Count the requests a botocore client really sends, by operation, and the most out at once."""
-
-    def __init__(self, client: Any) -> None:
-        self.counts: Counter[str] = Counter()
-        self.out = self.most_out = 0
-        client.meta.events.register("before-call.s3", self._sent)
-        client.meta.events.register("after-call.s3", self._answered)
-
-    def _sent(self, model: Any, **_: Any) -> None:
-        self.counts[model.name] += 1
-        self.out += 1
-        self.most_out = max(self.most_out, self.out)
-
-    def _answered(self, **_: Any) -> None:
-        self.out -= 1
-
-
 async def test_a_round_of_gets_goes_out_at_once_within_the_pool(runtime: Runtime, aws: AwsTarget) -> None:
     backend = fresh_bucket(aws, pool_size=8)
     store = await runtime.spawn(backend)
     names = [f"k{i}" for i in range(64)]
     await store.put_many(names, [{"i": i} for i in range(64)])
-    calls = Calls(backend.client)
+    calls = SentRequests(backend.client, "s3")
     found: dict[str, Any] = {}
 
     async def get(name: str) -> None:
@@ -91,7 +72,7 @@ async def test_deletes_find_what_is_there_and_go_out_as_one_delete_objects(runti
     store = listing(await runtime.spawn(backend))
     names = [f"k{i}" for i in range(300)]
     await store.put_many(names[:200], [{"i": i} for i in range(200)])
-    calls = Calls(backend.client)
+    calls = SentRequests(backend.client, "s3")
     assert await store.delete_many(names) == 200
     assert (calls.counts["HeadObject"], calls.counts["DeleteObjects"]) == (300, 1)  # (culling may list meanwhile)
     assert await store.keys() == []
@@ -148,7 +129,7 @@ async def test_a_cull_sends_nothing_until_an_expiry_is_due(runtime: Runtime, aws
     await store.put_many(names, [{"i": i} for i in range(50)])
     await store.put("later", {"v": 1}, ttl=100)
     await store.cull()  # the first pass since open reads every object once
-    calls = Calls(backend.client)
+    calls = SentRequests(backend.client, "s3")
     await store.cull()
     assert calls.counts["ListObjectsV2"] + calls.counts["HeadObject"] == 0, "nothing due: no request"
     await store.put("brief", {"v": 2}, ttl=0.2)

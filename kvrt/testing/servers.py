@@ -7,6 +7,7 @@ stopped by its process, even when tests fail.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import importlib
@@ -407,3 +408,21 @@ def aws_target() -> Iterator[AwsTarget]:
         yield AwsTarget(server.endpoint_url, server)
     finally:
         server.stop()
+
+
+class SentRequests:
+    """Count the requests a botocore client really sends, by operation, and the most out at once (its event hooks)."""
+
+    def __init__(self, client: Any, service: str) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.out = self.most_out = 0
+        client.meta.events.register(f"before-call.{service}", self._sent)
+        client.meta.events.register(f"after-call.{service}", self._answered)
+
+    def _sent(self, model: Any, **_: Any) -> None:
+        self.counts[model.name] += 1
+        self.out += 1
+        self.most_out = max(self.most_out, self.out)
+
+    def _answered(self, **_: Any) -> None:
+        self.out -= 1
