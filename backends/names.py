@@ -10,6 +10,8 @@ stand-in never meets a real name.
 from __future__ import annotations
 
 import hashlib
+import re
+from urllib.parse import unquote
 
 HASHED = "%%"
 
@@ -22,3 +24,17 @@ def hashed(name: str) -> str:
 def is_hashed(stored: str) -> bool:
     """Whether ``stored`` is a stand-in (the real name is then in the entry)."""
     return stored.startswith(HASHED)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return "".join(f"%{byte:02X}" for byte in match.group().encode())
+
+
+def percent_encode(unsafe: re.Pattern[str], name: str) -> str:
+    """Return ``name`` with what ``unsafe`` matches percent-encoded (``unsafe`` must match ``%``)."""
+    return unsafe.sub(_escaped, name)
+
+
+def percent_decode(stored: str) -> str:
+    """Return the name a percent-encoded name stands for."""
+    return unquote(stored) if "%" in stored else stored

@@ -24,12 +24,11 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote
 
 import msgspec
 
 from kvrt.backends.base import Backend, Capabilities
-from kvrt.backends.names import hashed, is_hashed
+from kvrt.backends.names import hashed, is_hashed, percent_decode, percent_encode
 from kvrt.errors import StoreSetupError
 from kvrt.extras import needs_extra
 
@@ -59,13 +58,9 @@ class _Names(msgspec.Struct):
 _names_decoder = msgspec.json.Decoder(_Names)
 
 
-def _percent(match: re.Match[str]) -> str:
-    return "".join(f"%{byte:02X}" for byte in match.group().encode())
-
-
 def encode_name(name: str, *, collection: bool) -> str:
     """Return ``name`` as it appears in an object key (plain names unchanged)."""
-    encoded = (_ESCAPE_IN_COLLECTION if collection else _ESCAPE_IN_KEY).sub(_percent, name)
+    encoded = percent_encode(_ESCAPE_IN_COLLECTION if collection else _ESCAPE_IN_KEY, name)
     if "." in encoded:
         segments = encoded.split("/")
         if ".." in segments or "." in segments:
@@ -75,7 +70,7 @@ def encode_name(name: str, *, collection: bool) -> str:
 
 def decode_name(stored: str) -> str:
     """Return the name an encoded part of an object key stands for."""
-    return unquote(stored) if "%" in stored else stored
+    return percent_decode(stored)
 
 
 def _expiry(metadata: dict[str, str]) -> float | None:

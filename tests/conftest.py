@@ -14,10 +14,12 @@ from kvrt.testing.conformance import LOOPS, ListingStore, listing
 from kvrt.testing.servers import (
     VALKEY_INSTALL,
     AwsTarget,
+    MongoTarget,
     RedisTarget,
     aws_target,
     cluster_target,
     missing,
+    mongodb_target,
     redis_binary,
     redis_target,
     valkey_binary,
@@ -73,6 +75,13 @@ def aws(aws_session: AwsTarget) -> AwsTarget:
     """The AWS emulator, wiped before each test module."""
     aws_session.reset()
     return aws_session
+
+
+@pytest.fixture(scope="session")
+def mongodb() -> Iterator[MongoTarget]:
+    """SecantusDB (MongoDB-compatible, not mongod), or mongod where KVRT_MONGODB_URL or Docker gives one."""
+    with mongodb_target() as target:
+        yield target
 
 
 @pytest.fixture

