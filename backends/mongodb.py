@@ -339,8 +339,10 @@ class MongoDBBackend(Backend):
 
     async def _find(self, collection: str, keys: Sequence[str], projection: dict[str, int]) -> dict[str, Any]:
         """Return the documents of ``keys`` that are there, by key (one ``find``)."""
-        query = {"key": keys[0]} if len(keys) == 1 else {"key": {"$in": list(dict.fromkeys(keys))}}
-        cursor = self._collection(collection).find(query, projection, batch_size=len(keys))
+        unique = list(dict.fromkeys(keys))
+        query = {"key": unique[0]} if len(unique) == 1 else {"key": {"$in": unique}}
+        # One more than there can be, so the first reply ends the cursor and no getMore follows
+        cursor = self._collection(collection).find(query, projection, batch_size=len(unique) + 1)
         return {found["key"]: found for found in await cursor.to_list(None)}
 
     async def get_many(self, collection: str, keys: Sequence[str]) -> list[bytes | str | None]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
+import pymongo
 import pytest
 
 from kvrt import Runtime
@@ -82,6 +85,16 @@ def mongodb() -> Iterator[MongoTarget]:
     """SecantusDB (MongoDB-compatible, not mongod), or mongod where KVRT_MONGODB_URL or Docker gives one."""
     with mongodb_target() as target:
         yield target
+
+
+@pytest.fixture
+def database(mongodb: MongoTarget) -> Iterator[str]:
+    """A fresh database name, dropped after the test."""
+    name = f"kvrt_{uuid.uuid4().hex[:12]}"
+    yield name
+    client: pymongo.MongoClient[dict[str, Any]]
+    with pymongo.MongoClient(mongodb.url) as client:
+        client.drop_database(name)
 
 
 @pytest.fixture

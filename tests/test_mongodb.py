@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import pymongo
 import pytest
 
-from kvrt.backends.mongodb import MongoDBBackend
+from kvrt import Runtime
+from kvrt.backends.mongodb import MongoDBBackend, encode_collection
 from kvrt.testing import ConformanceSuite
-from kvrt.testing.servers import MongoTarget
+from kvrt.testing.servers import MongoTarget, sent_commands
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def database(mongodb: MongoTarget) -> Iterator[str]:
-    """A fresh database name, dropped after the test."""
-    name = f"kvrt_{uuid.uuid4().hex[:12]}"
-    yield name
-    client: pymongo.MongoClient[dict[str, Any]]
-    with pymongo.MongoClient(mongodb.url) as client:
-        client.drop_database(name)
 
 
 class TestMongoDBConformance(ConformanceSuite):
@@ -42,3 +33,113 @@ class TestMongoDBConformanceWithAMotorClient(ConformanceSuite):
         client: Any = AsyncIOMotorClient(mongodb.url)
         yield MongoDBBackend(client=client, database=database)
         client.close()
+
+
+def raw(mongodb: MongoTarget, database: str) -> Any:
+    """A blocking client's view of ``database``, to see what the server holds."""
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(mongodb.url, tz_aware=True)
+    return client, client[database]
+
+
+async def test_64_concurrent_gets_are_one_find_and_64_puts_one_update(
+    runtime: Runtime, mongodb: MongoTarget, database: str
+) -> None:
+    listener = sent_commands()
+    store = await runtime.spawn(MongoDBBackend(mongodb.url, database=database, event_listeners=[listener]))
+    await store.put("warm", {"v": 0})  # makes the collection's indexes: once per worker and collection
+    names = [f"k{i}" for i in range(64)]
+    listener.counts.clear()
+    async with anyio.create_task_group() as group:
+        for i, name in enumerate(names):
+            group.start_soon(store.put, name, {"i": i})
+    puts = dict(listener.counts)
+    listener.counts.clear()
+    found: dict[str, Any] = {}
+
+    async def get(name: str) -> None:
+        found[name] = await store.get(name)
+
+    async with anyio.create_task_group() as group:
+        for name in names:
+            group.start_soon(get, name)
+    assert found == {name: {"i": i} for i, name in enumerate(names)}
+    # under trio the first caller may cross to the asyncio host alone, before the others arrive
+    assert set(puts) == {"update"}, puts
+    assert puts["update"] <= 2, puts
+    assert set(listener.counts) == {"find"}, listener.counts
+    assert listener.counts["find"] <= 2, listener.counts
+    listener.counts.clear()
+    assert await store.delete_many([*names, "absent"]) == 64
+    assert listener.counts == {"find": 1, "delete": 1}
+
+
+async def test_documents_are_the_references_layout_with_unique_keys(
+    runtime: Runtime, mongodb: MongoTarget, database: str
+) -> None:
+    store = await runtime.spawn(MongoDBBackend(mongodb.url, database=database))
+    await store.put("u1", {"name": "Alice", "n": [1, 2.5, None]}, collection="users", ttl=100)
+    client, db = raw(mongodb, database)
+    with client:
+        document = db["users"].find_one({"key": "u1"}, {"_id": 0})
+        assert set(document) == {"key", "collection", "version", "value", "created_at", "expires_at"}
+        assert document["value"] == {"object": {"n": [1, 2.5, None], "name": "Alice"}}
+        assert (document["collection"], document["version"]) == ("users", 1)
+        assert 99 < (document["expires_at"] - document["created_at"]).total_seconds() <= 100.001
+        indexes = db["users"].index_information()
+        assert indexes["key_1"].get("unique") is True
+        assert indexes["expires_at_1"]["expireAfterSeconds"] == 0
+        await store.put("u1", {"name": "Bob"}, collection="users")  # no TTL: the expiry goes (the reference keeps it)
+        document = db["users"].find_one({"key": "u1"}, {"_id": 0})
+        assert "expires_at" not in document
+        assert document["value"] == {"object": {"name": "Bob"}}
+        assert db["users"].count_documents({"key": "u1"}) == 1
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"big": 10**20}, {"small": -(10**19)}, {"a\x00b": 1}, {"$gt": 1, "a.b": {"$in": [1]}}, {"": 1}],
+    ids=["int past 64 bits", "int below 64 bits", "NUL in a field name", "operators and dots", "empty field name"],
+)
+async def test_a_value_bson_cannot_hold_as_it_is_round_trips(
+    runtime: Runtime, mongodb: MongoTarget, database: str, value: dict[str, Any]
+) -> None:
+    store = await runtime.spawn(MongoDBBackend(mongodb.url, database=database))
+    await store.put_many(["plain", "odd"], [{"v": 1}, value])
+    assert await store.get_many(["plain", "odd"]) == [{"v": 1}, value]
+    client, db = raw(mongodb, database)
+    with client:
+        assert db["default_collection"].find_one({"key": "plain"})["value"] == {"object": {"v": 1}}
+
+
+def test_collection_names_are_kept_where_mongodb_allows_them() -> None:
+    for plain in ("users", "a.b", "ünï", "with space", "a/b", "x.y.z"):
+        assert encode_collection(plain) == plain
+    for odd, stored in {
+        "$gt": "%24gt",
+        "50%": "50%25",
+        ".": "%2E",
+        "..": "%2E%2E",
+        "../../etc/passwd": "%2E./%2E./etc/passwd",
+        "a..b": "a%2E.b",
+        "end.": "end%2E",
+        "system.users": "%73ystem.users",
+        "nul\x00": "nul%00",
+    }.items():
+        assert encode_collection(odd) == stored
+
+
+async def test_long_and_odd_collection_names_list_as_themselves(
+    runtime: Runtime, mongodb: MongoTarget, database: str
+) -> None:
+    store = await runtime.spawn(MongoDBBackend(mongodb.url, database=database))
+    names = ["n" * 300, "é" * 200, "%%looks hashed", "system.x", "$", "a..b"]
+    for name in names:
+        await store.put("k", {"name": name}, collection=name)
+    assert sorted(await store.collections()) == sorted(names)
+    for name in names:
+        assert await store.get("k", collection=name) == {"name": name}
+    client, db = raw(mongodb, database)
+    with client:
+        stored = db.list_collection_names()
+        assert all(len(f"{database}.{name}".encode()) <= 235 for name in stored)
+        assert len(stored) == len(names)

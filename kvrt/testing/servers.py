@@ -505,3 +505,26 @@ def mongodb_target() -> Iterator[MongoTarget]:
             yield MongoTarget(server.url, "SecantusDB")
         finally:
             server.stop()
+
+
+def sent_commands() -> Any:
+    """Return a PyMongo command listener that counts the commands a client sends, by name (``counts``).
+
+    Give it to a client as ``event_listeners=[listener]``; handshakes and heartbeats are not commands it sees.
+    """
+    from pymongo import monitoring
+
+    class SentCommands(monitoring.CommandListener):
+        def __init__(self) -> None:
+            self.counts: collections.Counter[str] = collections.Counter()
+
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            self.counts[event.command_name] += 1
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+            pass
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None:
+            pass
+
+    return SentCommands()
