@@ -12,6 +12,7 @@ import pytest
 from kvrt import Runtime
 from kvrt.backends.mongodb import MongoDBBackend, encode_collection
 from kvrt.testing import ConformanceSuite
+from kvrt.testing.conformance import listing
 from kvrt.testing.servers import MongoTarget, sent_commands
 
 pytestmark = pytest.mark.anyio
@@ -131,7 +132,7 @@ def test_collection_names_are_kept_where_mongodb_allows_them() -> None:
 async def test_long_and_odd_collection_names_list_as_themselves(
     runtime: Runtime, mongodb: MongoTarget, database: str
 ) -> None:
-    store = await runtime.spawn(MongoDBBackend(mongodb.url, database=database))
+    store = listing(await runtime.spawn(MongoDBBackend(mongodb.url, database=database)))
     names = ["n" * 300, "é" * 200, "%%looks hashed", "system.x", "$", "a..b"]
     for name in names:
         await store.put("k", {"name": name}, collection=name)

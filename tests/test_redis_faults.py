@@ -18,6 +18,7 @@ from kvrt.backends.layout import compound_key
 from kvrt.backends.memory import MemoryBackend
 from kvrt.backends.redis import RedisBackend
 from kvrt.errors import KeyValueError
+from kvrt.testing.outages import Load, kill_and_restart, reader, writer
 from kvrt.testing.servers import RedisProcess, redis_binary, redis_cluster
 
 pytestmark = pytest.mark.anyio
@@ -26,72 +27,6 @@ CALLERS = 64
 DEADLINE = 1.0
 OUTAGE = 3.0
 SLACK = 0.5  # scheduling on a shared 2-core machine, on top of the deadline
-
-
-class Load:
-    """What 64 writers and one reader saw."""
-
-    def __init__(self) -> None:
-        self.acknowledged: dict[str, dict[str, Any]] = {}
-        self.warm_up_at = 2000
-        self.errors: list[BaseException] = []
-        self.longest_call = 0.0
-        self.reads_in_outage = 0
-        self.down = False
-        self.restarted_at: float | None = None
-        self.first_put_after_restart: float | None = None
-        self.warmed_up = anyio.Event()
-        self.back = anyio.Event()
-        self.stop = anyio.Event()
-
-
-async def _writer(store: Any, number: int, load: Load) -> None:
-    index = 0
-    while not load.stop.is_set():
-        key, value = f"w{number}-{index}", {"writer": number, "index": index}
-        index += 1
-        started = anyio.current_time()
-        try:
-            await store.put(key, value)
-        except Exception as exc:  # every error is checked below
-            load.errors.append(exc)
-            await anyio.sleep(0.01)  # pacing: a failing call returns at once while the circuit is open
-        else:
-            load.acknowledged[key] = value
-            if len(load.acknowledged) >= load.warm_up_at:
-                load.warmed_up.set()
-            if load.restarted_at is not None and load.first_put_after_restart is None:
-                load.first_put_after_restart = anyio.current_time()
-                load.back.set()
-        finally:
-            load.longest_call = max(load.longest_call, anyio.current_time() - started)
-
-
-async def _kill_and_restart(server: RedisProcess, load: Load, outage: float) -> None:
-    """Once the load has warmed up, SIGKILL the server, restart it ``outage`` seconds later, wait for puts."""
-    with anyio.fail_after(30):
-        await load.warmed_up.wait()
-    await anyio.to_thread.run_sync(server.kill)
-    load.down = True
-    await anyio.sleep(outage)  # the outage the scenario asks for, not a wait for a condition
-    await anyio.to_thread.run_sync(server.start)
-    load.down = False
-    load.restarted_at = anyio.current_time()
-    with anyio.fail_after(10):
-        await load.back.wait()
-    load.stop.set()
-
-
-async def _reader(store: Any, load: Load) -> None:
-    while not load.stop.is_set():
-        try:
-            await store.get("w0-0")
-        except Exception as exc:
-            load.errors.append(exc)
-        else:
-            if load.down:
-                load.reads_in_outage += 1
-        await anyio.sleep(0.01)
 
 
 async def test_a_killed_server_loses_no_acknowledged_put_and_puts_resume(tmp_path: Path) -> None:
@@ -106,17 +41,11 @@ async def test_a_killed_server_loses_no_acknowledged_put_and_puts_resume(tmp_pat
             )
             async with anyio.create_task_group() as group:
                 for number in range(CALLERS):
-                    group.start_soon(_writer, store, number, load)
-                group.start_soon(_reader, store, load)
-                await _kill_and_restart(server, load, OUTAGE)
+                    group.start_soon(writer, store, number, load)
+                group.start_soon(reader, store, load)
+                await kill_and_restart(server, load, OUTAGE)
 
-            assert load.first_put_after_restart is not None
-            assert load.restarted_at is not None
-            assert load.first_put_after_restart - load.restarted_at <= 2.0, "puts succeed within 2 s of the restart"
-            assert load.longest_call <= DEADLINE + SLACK, "no call outlives its deadline"
-            assert load.errors, "the outage was seen"
-            strangers = [error for error in load.errors if not isinstance(error, KeyValueError)]
-            assert strangers == [], "every error a caller sees is a kvrt error"
+            load.check_healed(DEADLINE, SLACK)
             assert load.reads_in_outage > 0, "the memory fallback serves reads while redis is down"
 
             checker = await runtime.spawn(RedisBackend(server.url), name="checker")  # no fallback: redis itself
@@ -133,25 +62,17 @@ async def test_an_outage_of_any_length_heals_with_default_policies(tmp_path: Pat
     """SIGKILL the server under a light write load, restart it on the same port ``outage`` seconds later."""
     server = RedisProcess(redis_binary(), tmp_path / "redis", "--appendonly", "yes", "--appendfsync", "always")
     server.start()
-    load = Load()
-    load.warm_up_at = 200
+    load = Load(warm_up_at=200)
     try:
         async with Runtime() as runtime:  # default policies: nothing tuned for the outage
             store = await runtime.spawn(RedisBackend(server.url), name="redis", request_timeout=DEADLINE)
             async with anyio.create_task_group() as group:
                 for number in range(4):
-                    group.start_soon(_writer, store, number, load)
-                await _kill_and_restart(server, load, outage)
+                    group.start_soon(writer, store, number, load)
+                await kill_and_restart(server, load, outage)
             stats = runtime.stats()["redis"]
             assert stats.state == "running"
-            assert load.first_put_after_restart is not None
-            assert load.restarted_at is not None
-            assert load.first_put_after_restart - load.restarted_at <= 2.0, "puts succeed within 2 s of the restart"
-            assert load.longest_call <= DEADLINE + SLACK, "no call outlives its deadline"
-            if outage > DEADLINE:  # a shorter one may go unseen: the held puts are retried in time
-                assert load.errors, "the outage was seen"
-            strangers = [error for error in load.errors if not isinstance(error, KeyValueError)]
-            assert strangers == [], "every error a caller sees is a kvrt error"
+            load.check_healed(DEADLINE, SLACK, outage_seen=outage > DEADLINE)  # a short one may go unseen
             assert stats.restarts == 1, "one outage, one restart, however many reconnects it took"
             assert stats.holds == 0
             keys = list(load.acknowledged)
