@@ -76,7 +76,7 @@ def test_lost_connections_are_transient_and_refusals_are_not(mongodb: MongoTarge
         client.admin.command("ping")
     assert is_transient(unreachable.value)
     with pymongo.MongoClient(mongodb.url) as client:
-        target = client[database]["c"]
+        target: Any = client[database]["c"]
         target.create_index("key", unique=True)
         target.insert_one({"key": "k"})
         with pytest.raises(pymongo.errors.PyMongoError) as duplicate:
