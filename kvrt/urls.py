@@ -2,7 +2,7 @@
 
 ``memory://``, ``disk:///abs/path`` (or ``disk://relative/path``), ``multidisk:///path``,
 ``redis://``, ``rediss://``, ``redis+cluster://``, ``valkey://``, ``valkeys://``, ``s3://bucket/prefix``,
-``dynamodb://table`` and ``null://``.
+``dynamodb://table``, ``mongodb://`` (``mongodb+srv://``, ``?database=`` kvrt's database) and ``null://``.
 Query parameters set the backend's plain options (``memory://?max_entries_per_collection=500``,
 ``disk:///var/cache/app?size_limit=1000000``) and the spawn options that are plain values
 (``request_timeout``, ``name``, ``default_collection``); a Redis URL passes the rest of its query to
@@ -153,6 +153,19 @@ def _dynamodb(url: SplitResult, options: Options) -> Backend:
     return DynamoDBBackend(url.netloc, **_aws_options("dynamodb", url, options, "create_table"))
 
 
+def _mongodb(url: SplitResult, options: Options) -> Backend:
+    from kvrt.backends.mongodb import MongoDBBackend
+
+    kwargs: dict[str, Any] = {}
+    if "database" in options:
+        kwargs["database"] = _text("database", options.pop("database"))
+    rest = url._replace(
+        query=urlencode(options)
+    )  # PyMongo reads the other parameters (and the path: its auth database)
+    options.clear()
+    return MongoDBBackend(urlunsplit(rest), **kwargs)
+
+
 def _null(url: SplitResult, options: Options) -> Backend:
     from kvrt.backends.null import NullBackend
 
@@ -171,6 +184,8 @@ SCHEMES: dict[str, Callable[[SplitResult, Options], Backend]] = {
     "valkeys": _redis,
     "s3": _s3,
     "dynamodb": _dynamodb,
+    "mongodb": _mongodb,
+    "mongodb+srv": _mongodb,
     "null": _null,
 }
 """Every scheme kvrt opens, and what makes its backend; later backends add theirs with :func:`register`."""
@@ -210,9 +225,8 @@ def redacted(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return "<unreadable URL>"
-    if parts.password is None:
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hosts}"))  # hosts as given: a MongoDB URL may list several

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pymongo
 import pytest
+import structlog.testing
 
 from kvrt import Runtime
 from kvrt.backends.mongodb import MongoDBBackend, encode_collection
+from kvrt.errors import KeyValueError, StoreSetupError
 from kvrt.testing import ConformanceSuite
 from kvrt.testing.conformance import listing
-from kvrt.testing.servers import MongoTarget, sent_commands
+from kvrt.testing.servers import MongoTarget, SecantusServer, sent_commands
 
 pytestmark = pytest.mark.anyio
 
@@ -144,3 +147,105 @@ async def test_long_and_odd_collection_names_list_as_themselves(
         stored = db.list_collection_names()
         assert all(len(f"{database}.{name}".encode()) <= 235 for name in stored)
         assert len(stored) == len(names)
+
+
+async def test_a_password_appears_nowhere_and_a_refused_login_is_a_setup_error(tmp_path: Path) -> None:
+    server = SecantusServer(tmp_path / "secantus")
+    server.start()
+    try:
+        client: pymongo.MongoClient[dict[str, Any]]
+        with pymongo.MongoClient(server.url) as client:
+            client.admin.command("createUser", "kvrt", pwd="pw-s3cr3t-1", roles=["root"])
+        server.stop()
+        server.auth = True
+        server.start()
+        base = server.url.replace("mongodb://", "mongodb://kvrt:{}@")
+        shown: list[str] = []
+        with structlog.testing.capture_logs() as logs:
+            async with Runtime() as runtime:
+                good = MongoDBBackend(base.format("pw-s3cr3t-1"), database="auth")
+                store = await runtime.spawn(good, name="good")
+                await store.put("k", {"v": 1})
+                assert await store.get("k") == {"v": 1}
+                bad = MongoDBBackend(base.format("pw-wrong-2"), database="auth")
+                with pytest.raises(KeyValueError) as refused:
+                    await runtime.spawn(bad, name="bad")
+                error: BaseException | None = refused.value
+                while error is not None:
+                    shown += [str(error), repr(error)]
+                    error = error.__cause__ or error.__context__
+                shown += [repr(good), repr(bad), repr(runtime.stats())]
+        shown += [repr(entry) for entry in logs]
+        text = "\n".join(shown)
+        assert isinstance(refused.value, StoreSetupError), text
+        assert "login" in str(refused.value)
+        assert "pw-s3cr3t-1" not in text
+        assert "pw-wrong-2" not in text
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # an AsyncMongoClient is asyncio's; Motor's runs under trio
+async def test_a_client_of_yours_is_used_and_left_open(anyio_backend: str, mongodb: MongoTarget, database: str) -> None:
+    listener = sent_commands()
+    client: Any = pymongo.AsyncMongoClient(mongodb.url, event_listeners=[listener])
+    try:
+        async with Runtime() as runtime:
+            store = await runtime.spawn(MongoDBBackend(client=client, database=database))
+            await store.put("k", {"v": 1})
+        assert listener.counts["update"] == 1, "kvrt used the client given"
+        found = await client[database]["default_collection"].find_one({"key": "k"})  # still open
+        assert found["value"] == {"object": {"v": 1}}
+    finally:
+        await client.close()
+
+
+def test_bad_arguments_are_refused_where_the_backend_is_made() -> None:
+    with pytest.raises(ValueError, match="url or a client"):
+        MongoDBBackend("mongodb://127.0.0.1", client=object())
+    with pytest.raises(ValueError, match="mongodb://"):
+        MongoDBBackend("redis://127.0.0.1")
+    for database in ("", "a.b", "a/b", "x" * 64, "has space", "$db"):
+        with pytest.raises(ValueError, match="database must be"):
+            MongoDBBackend(database=database)
+    assert repr(MongoDBBackend("mongodb://user:pw-hidden@h1:1,h2:2/admin?tls=true")) == (
+        "<MongoDBBackend mongodb://h1:1,h2:2 database='kvrt'>"
+    )
+
+
+async def test_the_servers_ttl_index_removes_expired_documents(tmp_path: Path) -> None:
+    server = SecantusServer(tmp_path / "secantus", ttl_sweep_seconds=0.2)
+    server.start()
+    try:
+        async with Runtime() as runtime:
+            store = await runtime.spawn(MongoDBBackend(server.url, database="ttl"))
+            await store.put("brief", {"v": 1}, ttl=0.3)
+            await store.put("kept", {"v": 2})
+            client: pymongo.MongoClient[dict[str, Any]]
+            with pymongo.MongoClient(server.url) as client:
+                target = client["ttl"]["default_collection"]
+                with anyio.fail_after(10):
+                    while target.count_documents({"key": "brief"}):  # noqa: ASYNC110 - the server's sweep, unsignalled
+                        await anyio.sleep(0.1)
+                assert target.count_documents({"key": "kept"}) == 1
+            assert await store.get_many(["brief", "kept"]) == [None, {"v": 2}]
+    finally:
+        server.stop()
+
+
+async def test_destroy_in_a_shared_database_drops_only_kvrts_collections(
+    runtime: Runtime, mongodb: MongoTarget, database: str
+) -> None:
+    store = listing(await runtime.spawn(MongoDBBackend(mongodb.url, database=database)))
+    await store.put("k", {"v": 1}, collection="one")
+    client, db = raw(mongodb, database)
+    with client:
+        db["the_apps_own"].insert_one({"order": 1})
+        assert sorted(await store.collections()) == ["one"], "a collection of other documents is not listed"
+        assert await store.destroy() is True
+        assert db.list_collection_names() == ["the_apps_own"]
+        assert db["the_apps_own"].count_documents({}) == 1
+        await store.put("k", {"v": 1}, collection="two")
+        db["the_apps_own"].drop()
+        assert await store.destroy() is True
+        assert database not in client.list_database_names(), "owning the whole database, kvrt drops it"

@@ -15,12 +15,13 @@ import kvrt
 from kvrt.backends.disk import DiskBackend
 from kvrt.backends.dynamodb import DynamoDBBackend
 from kvrt.backends.memory import MemoryBackend
+from kvrt.backends.mongodb import MongoDBBackend
 from kvrt.backends.multi_disk import MultiDiskBackend
 from kvrt.backends.null import NullBackend
 from kvrt.backends.redis import RedisBackend
 from kvrt.backends.s3 import S3Backend
 from kvrt.errors import KeyValueError
-from kvrt.testing.servers import AwsTarget, RedisTarget
+from kvrt.testing.servers import AwsTarget, MongoTarget, RedisTarget
 from kvrt.urls import SCHEMES, parse_url, redacted
 
 pytestmark = pytest.mark.anyio
@@ -144,12 +145,24 @@ def test_every_scheme_is_listed_when_one_is_unknown() -> None:
         "null",
         "s3",
         "dynamodb",
+        "mongodb",
+        "mongodb+srv",
     }
 
 
 def test_redacted_hides_the_password_only() -> None:
     assert redacted("redis://user:hunter2@host:6379/0") == "redis://user:***@host:6379/0"
     assert redacted("redis://host:6379/0") == "redis://host:6379/0"
+    assert redacted("mongodb://app:hunter2@h1:1,h2:2/admin?tls=true") == "mongodb://app:***@h1:1,h2:2/admin?tls=true"
+
+
+async def test_mongodb_urls_name_the_database_and_pass_the_rest_to_pymongo(mongodb: MongoTarget, database: str) -> None:
+    backend, spawn = parse_url("mongodb://h1:1,h2:2/admin?database=app&replicaSet=rs0&name=sessions")
+    assert isinstance(backend, MongoDBBackend)
+    assert (backend.database, backend._url) == ("app", "mongodb://h1:1,h2:2/admin?replicaSet=rs0")
+    assert spawn == {"name": "sessions"}
+    separator = "&" if "?" in mongodb.url else "?"
+    await _round_trip(f"{mongodb.url}{separator}database={database}")
 
 
 async def test_a_password_in_a_url_appears_nowhere(redis_server: RedisTarget) -> None:

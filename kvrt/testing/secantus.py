@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--storage-path", required=True)
     parser.add_argument("--ttl-sweep-seconds", type=float, default=60.0)
     parser.add_argument("--sync-on-commit", action="store_true")
+    parser.add_argument("--auth", action="store_true", help="require a login (SCRAM-SHA-256)")
     args = parser.parse_args(argv)
     server = SecantusDBServer(
         host=args.host,
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
         enable_test_commands=False,
         ttl_sweep_seconds=args.ttl_sweep_seconds,
         sync_on_commit=args.sync_on_commit,
+        require_auth=args.auth,
     )
     stopping = threading.Event()
 

@@ -433,18 +433,26 @@ class SecantusServer(ServerProcess):
     """SecantusDB (a MongoDB wire-protocol server on WiredTiger; MongoDB-compatible, not mongod), data in ``directory``.
 
     ``ttl_sweep_seconds`` is how often it removes documents a TTL index says have expired (mongod: 60 s);
-    ``sync_on_commit`` makes every acknowledged write durable, as a journaled mongod's are.
+    ``sync_on_commit`` makes every acknowledged write durable, as a journaled mongod's are; ``auth``
+    requires a login (users made while it was off are kept in its data).
     """
 
     what = "SecantusDB"
 
     def __init__(
-        self, directory: Path, *, port: int | None = None, ttl_sweep_seconds: float = 60.0, sync_on_commit: bool = False
+        self,
+        directory: Path,
+        *,
+        port: int | None = None,
+        ttl_sweep_seconds: float = 60.0,
+        sync_on_commit: bool = False,
+        auth: bool = False,
     ) -> None:
         super().__init__(directory / "server.log", port)
         self.directory = directory
         self.ttl_sweep_seconds = ttl_sweep_seconds
         self.sync_on_commit = sync_on_commit
+        self.auth = auth
 
     @property
     def url(self) -> str:
@@ -457,15 +465,16 @@ class SecantusServer(ServerProcess):
             missing("SecantusDB", SECANTUS_INSTALL)
         command = [sys.executable, "-m", "kvrt.testing.secantus", "--port", str(self.port)]
         command += ["--storage-path", str(self.directory / "data"), "--ttl-sweep-seconds", str(self.ttl_sweep_seconds)]
-        return [*command, "--sync-on-commit"] if self.sync_on_commit else command
+        command += ["--sync-on-commit"] if self.sync_on_commit else []
+        return [*command, "--auth"] if self.auth else command
 
     def answers(self) -> bool:
-        """Say whether the server answers a ``ping`` now."""
+        """Say whether the server answers ``hello`` now (which needs no login)."""
         import pymongo
 
         client: Any = pymongo.MongoClient(self.url, serverSelectionTimeoutMS=300, connectTimeoutMS=300)
         try:
-            client.admin.command("ping")
+            client.admin.command("hello")
         except pymongo.errors.PyMongoError:
             return False
         finally:
