@@ -223,7 +223,7 @@ async def test_the_servers_ttl_index_removes_expired_documents(tmp_path: Path) -
             await store.put("kept", {"v": 2})
             client: pymongo.MongoClient[dict[str, Any]]
             with pymongo.MongoClient(server.url) as client:
-                target = client["ttl"]["default_collection"]
+                target: Any = client["ttl"]["default_collection"]
                 with anyio.fail_after(10):
                     while target.count_documents({"key": "brief"}):  # noqa: ASYNC110 - the server's sweep, unsignalled
                         await anyio.sleep(0.1)
