@@ -52,6 +52,7 @@ with needs_extra("mongodb", "MongoDBBackend"):
 
 _log = logger.bind(backend="mongodb")
 
+_KEPT_COLLECTIONS = 1024  # driver collection objects kept, by kvrt name
 _NAMESPACE = 235  # bytes of "database.collection": 255 on a replica set, 235 on a sharded cluster
 _UNSAFE = re.compile(r"[%$\x00]")
 _DOTS = re.compile(r"\.(?=\.)")  # of two dots in a row, the first: MongoDB refuses an empty part of a name
@@ -82,8 +83,7 @@ _INDEX_CONFLICTS = frozenset({85, 86})  # IndexOptionsConflict, IndexKeySpecsCon
 _LOGIN_REFUSED = frozenset({13, 18})  # Unauthorized, AuthenticationFailed
 _DEFAULTS: dict[str, Any] = {
     "serverSelectionTimeoutMS": 5000,
-    "connectTimeoutMS": 5000,
-    "socketTimeoutMS": 30000,
+    "connectTimeoutMS": 5000,  # no socketTimeoutMS: it costs every read a timer, and the worker bounds hung calls
     "retryWrites": False,  # the supervisor retries, with its backoff and the callers' deadlines
     "retryReads": False,
 }
@@ -264,10 +264,11 @@ class MongoDBBackend(Backend):
         self._client: Any = client
         self._db: Any = None
         self._ready: set[str] = set()  # collections whose indexes this worker has made sure of
+        self._collections: dict[str, Any] = {}
         self.capabilities = Capabilities(
             native_ttl=True,
             max_batch=1024,
-            concurrency=4,
+            concurrency=4,  # runs of different collections in one round overlap
             keys=True,
             collections=True,
             destroy=True,
@@ -291,6 +292,7 @@ class MongoDBBackend(Backend):
             self._client = AsyncMongoClient(self._url or "mongodb://127.0.0.1:27017", **self._options)
         self._db = self._client.get_database(self.database, codec_options=_CODEC)
         self._ready.clear()
+        self._collections.clear()
         try:
             await self._db.command("ping")
         except OperationFailure as exc:
@@ -316,12 +318,18 @@ class MongoDBBackend(Backend):
         return encoded
 
     def _collection(self, collection: str) -> Any:
-        return self._db[self._name(collection)]
+        """Return the driver's collection object for ``collection`` (kept: making one costs more than a lookup)."""
+        found = self._collections.get(collection)
+        if found is None:
+            if len(self._collections) >= _KEPT_COLLECTIONS:
+                self._collections.clear()
+            found = self._collections[collection] = self._db[self._name(collection)]
+        return found
 
     async def _prepared(self, collection: str) -> Any:
         """Return the collection, its unique ``key`` index and its TTL index made sure of (once per worker)."""
         stored = self._name(collection)
-        target = self._db[stored]
+        target = self._collection(collection)
         if stored in self._ready:
             return target
         try:
