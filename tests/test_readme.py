@@ -62,6 +62,7 @@ OPTIONAL = {
     "kvrt.backends.redis_connections": "redis",
     "kvrt.backends.s3": "s3",
     "kvrt.backends.dynamodb": "dynamodb",
+    "kvrt.backends.mongodb": "mongodb",
 }
 """Backend modules whose driver comes with an extra, and that extra."""
 
@@ -120,7 +121,7 @@ def test_readme_main_job_runs_after_a_plain_install(fresh: FreshInstall) -> None
 
 def test_no_extra_is_installed(fresh: FreshInstall) -> None:
     """The checks below mean something only if the venv really lacks the extras' packages."""
-    extras = ("trio", "redis", "cryptography", "pydantic", "aiobotocore", "botocore")
+    extras = ("trio", "redis", "cryptography", "pydantic", "aiobotocore", "botocore", "pymongo", "bson")
     result = fresh.run("-c", f"import importlib.util as u; print([m for m in {extras!r} if u.find_spec(m)])")
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
 
@@ -187,7 +188,10 @@ def test_a_missing_driver_names_its_extra(fresh: FreshInstall, module: str, extr
     assert "ModuleNotFoundError" not in result.stderr  # the driver's own error is not shown as well
 
 
-@pytest.mark.parametrize(("url", "extra"), [("redis://localhost", "redis"), ("valkey://localhost", "redis")])
+@pytest.mark.parametrize(
+    ("url", "extra"),
+    [("redis://localhost", "redis"), ("valkey://localhost", "redis"), ("mongodb://localhost", "mongodb")],
+)
 def test_a_url_whose_driver_is_missing_names_its_extra(fresh: FreshInstall, url: str, extra: str) -> None:
     result = fresh.run("-c", f"import kvrt; kvrt.open({url!r})")
     assert result.returncode == 1
