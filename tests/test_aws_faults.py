@@ -10,14 +10,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
-import anyio
 import pytest
 
 from kvrt import Runtime
 from kvrt.backends.base import Backend
 from kvrt.backends.dynamodb import DynamoDBBackend
 from kvrt.backends.s3 import S3Backend
-from kvrt.testing.outages import Load, kill_and_restart, writer
+from kvrt.testing.outages import Load, write_through_outage
 from kvrt.testing.servers import AWS_TEST_OPTIONS, MotoServer
 
 pytestmark = pytest.mark.anyio
@@ -46,10 +45,7 @@ async def test_a_killed_server_heals_with_default_policies(make: Callable[[str],
     try:
         async with Runtime() as runtime:  # default policies
             store = await runtime.spawn(make(server.endpoint_url), name="aws", request_timeout=DEADLINE)
-            async with anyio.create_task_group() as group:
-                for number in range(CALLERS):
-                    group.start_soon(writer, store, number, load)
-                await kill_and_restart(server, load, OUTAGE, after_restart=200)
+            await write_through_outage(store, server, load, callers=CALLERS, outage=OUTAGE, after_restart=200)
 
             load.check_healed(DEADLINE, SLACK)
             assert runtime.stats()["aws"].state == "running"

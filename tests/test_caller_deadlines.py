@@ -95,5 +95,5 @@ async def test_short_deadlines_never_make_a_worker_unavailable_for_others(backen
     assert hurried_errors == []
     assert states == {"running"}
     assert (stats.restarts, stats.holds, stats.circuit_trips) == (0, 0, 0)
-    assert counts["patient ok"] > 100
+    assert counts["patient ok"] >= 5 * PATIENT, "patient callers keep being served (a loaded CI machine did 90 in 5 s)"
     assert counts["hurried late"] > 0, "the short deadlines were really missed now and then"

@@ -15,6 +15,7 @@ from kvrt.errors import EntryTooLargeError, KeyValueError, StoreSetupError
 from kvrt.policies import RestartPolicy
 from kvrt.protocol import AsyncEnumerateKeysProtocol
 from kvrt.testing import ConformanceSuite
+from kvrt.testing.conformance import get_concurrently
 from kvrt.testing.servers import AWS_TEST_OPTIONS, AwsTarget, SentRequests
 
 
@@ -38,14 +39,7 @@ async def test_64_concurrent_gets_are_one_batch_get_item(runtime: Runtime, aws: 
     names = [f"k{i}" for i in range(64)]
     await store.put_many(names, [{"i": i} for i in range(64)])
     calls = SentRequests(backend.client, "dynamodb")
-    found: dict[str, Any] = {}
-
-    async def get(name: str) -> None:
-        found[name] = await store.get(name)
-
-    async with anyio.create_task_group() as group:
-        for name in names:
-            group.start_soon(get, name)
+    found = await get_concurrently(store, names)
     assert found == {name: {"i": i} for i, name in enumerate(names)}
     # 64 keys fit one request; under trio the first caller may cross to the asyncio host alone
     assert calls.counts["BatchGetItem"] <= 2, calls.counts

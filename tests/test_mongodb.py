@@ -15,7 +15,7 @@ from kvrt import Runtime
 from kvrt.backends.mongodb import MongoDBBackend, encode_collection
 from kvrt.errors import KeyValueError, StoreSetupError
 from kvrt.testing import ConformanceSuite
-from kvrt.testing.conformance import listing
+from kvrt.testing.conformance import get_concurrently, listing
 from kvrt.testing.servers import MongoTarget, SecantusServer, sent_commands
 
 pytestmark = pytest.mark.anyio
@@ -58,14 +58,7 @@ async def test_64_concurrent_gets_are_one_find_and_64_puts_one_update(
             group.start_soon(store.put, name, {"i": i})
     puts = dict(listener.counts)
     listener.counts.clear()
-    found: dict[str, Any] = {}
-
-    async def get(name: str) -> None:
-        found[name] = await store.get(name)
-
-    async with anyio.create_task_group() as group:
-        for name in names:
-            group.start_soon(get, name)
+    found = await get_concurrently(store, names)
     assert found == {name: {"i": i} for i, name in enumerate(names)}
     # under trio the first caller may cross to the asyncio host alone, before the others arrive
     assert set(puts) == {"update"}, puts

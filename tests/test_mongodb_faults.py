@@ -15,7 +15,7 @@ import pytest
 
 from kvrt import Runtime
 from kvrt.backends.mongodb import MongoDBBackend, is_transient
-from kvrt.testing.outages import Load, kill_and_restart, writer
+from kvrt.testing.outages import Load, write_through_outage
 from kvrt.testing.servers import MongoTarget, SecantusServer, free_port
 
 pytestmark = pytest.mark.anyio
@@ -33,10 +33,7 @@ async def test_a_killed_server_loses_no_acknowledged_put_and_puts_resume(tmp_pat
     try:
         async with Runtime() as runtime:  # default policies
             store = await runtime.spawn(MongoDBBackend(server.url), name="mongodb", request_timeout=DEADLINE)
-            async with anyio.create_task_group() as group:
-                for number in range(CALLERS):
-                    group.start_soon(writer, store, number, load)
-                await kill_and_restart(server, load, OUTAGE, after_restart=200)
+            await write_through_outage(store, server, load, callers=CALLERS, outage=OUTAGE, after_restart=200)
 
             load.check_healed(DEADLINE, SLACK)
             assert runtime.stats()["mongodb"].state == "running"

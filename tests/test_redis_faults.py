@@ -18,7 +18,7 @@ from kvrt.backends.layout import compound_key
 from kvrt.backends.memory import MemoryBackend
 from kvrt.backends.redis import RedisBackend
 from kvrt.errors import KeyValueError
-from kvrt.testing.outages import Load, kill_and_restart, reader, writer
+from kvrt.testing.outages import Load, write_through_outage
 from kvrt.testing.servers import RedisProcess, redis_binary, redis_cluster
 
 pytestmark = pytest.mark.anyio
@@ -39,11 +39,7 @@ async def test_a_killed_server_loses_no_acknowledged_put_and_puts_resume(tmp_pat
             store = await runtime.spawn(
                 RedisBackend(server.url), name="redis", request_timeout=DEADLINE, fallback=fallback
             )
-            async with anyio.create_task_group() as group:
-                for number in range(CALLERS):
-                    group.start_soon(writer, store, number, load)
-                group.start_soon(reader, store, load)
-                await kill_and_restart(server, load, OUTAGE)
+            await write_through_outage(store, server, load, callers=CALLERS, outage=OUTAGE, read=True)
 
             load.check_healed(DEADLINE, SLACK)
             assert load.reads_in_outage > 0, "the memory fallback serves reads while redis is down"
@@ -66,10 +62,7 @@ async def test_an_outage_of_any_length_heals_with_default_policies(tmp_path: Pat
     try:
         async with Runtime() as runtime:  # default policies: nothing tuned for the outage
             store = await runtime.spawn(RedisBackend(server.url), name="redis", request_timeout=DEADLINE)
-            async with anyio.create_task_group() as group:
-                for number in range(4):
-                    group.start_soon(writer, store, number, load)
-                await kill_and_restart(server, load, outage)
+            await write_through_outage(store, server, load, callers=4, outage=outage)
             stats = runtime.stats()["redis"]
             assert stats.state == "running"
             load.check_healed(DEADLINE, SLACK, outage_seen=outage > DEADLINE)  # a short one may go unseen

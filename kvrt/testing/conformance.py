@@ -235,6 +235,19 @@ async def sleep_past(epoch_seconds: float) -> None:
         await anyio.sleep(left + 0.005)
 
 
+async def get_concurrently(store: AsyncKeyValue, keys: list[str]) -> dict[str, Any]:
+    """Get every key at once, a caller each (what a worker merges into one batch); return what each read."""
+    found: dict[str, Any] = {}
+
+    async def get(key: str) -> None:
+        found[key] = await store.get(key)
+
+    async with anyio.create_task_group() as group:
+        for key in keys:
+            group.start_soon(get, key)
+    return found
+
+
 async def eventually(condition: Callable[[], bool], within: float = 5.0, poll: float = 0.01) -> None:
     """Wait until ``condition()`` holds, failing the test after ``within`` seconds.
 

@@ -102,3 +102,22 @@ async def kill_and_restart(server: ServerProcess, load: Load, outage: float, *, 
         while len(load.after_restart) < after_restart:  # noqa: ASYNC110 - a count of puts, nothing signals it
             await anyio.sleep(0.05)
     load.stop.set()
+
+
+async def write_through_outage(
+    store: Any,
+    server: ServerProcess,
+    load: Load,
+    *,
+    callers: int,
+    outage: float,
+    after_restart: int = 1,
+    read: bool = False,
+) -> None:
+    """Run ``callers`` writers (and a reader, if ``read``) on ``store`` through a :func:`kill_and_restart`."""
+    async with anyio.create_task_group() as group:
+        for number in range(callers):
+            group.start_soon(writer, store, number, load)
+        if read:
+            group.start_soon(reader, store, load)
+        await kill_and_restart(server, load, outage, after_restart=after_restart)
