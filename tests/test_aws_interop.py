@@ -91,7 +91,8 @@ async def test_the_reference_reads_what_kvrt_wrote(pair: tuple[Backend, Any], re
         await store.put("brief", {"v": 1}, collection="users", ttl=100)
         for key, value in VALUES.items():
             assert await reference_store.get(key, collection="users") == value
-        assert_ttl(await reference_store.ttl("brief", collection="users"), {"v": 1}, 100)
+        # DynamoDBStore reads the whole-second ``ttl``, up to 1 s short, and a slow machine adds the calls' time
+        assert_ttl(await reference_store.ttl("brief", collection="users"), {"v": 1}, 100, slack=2.5)
         assert await reference_store.get("missing", collection="users") is None
         assert await reference_store.delete("brief", collection="users") is True
         assert await store.get("brief", collection="users") is None
