@@ -328,8 +328,8 @@ class MongoDBBackend(Backend):
 
     async def _prepared(self, collection: str) -> Any:
         """Return the collection, its unique ``key`` index and its TTL index made sure of (once per worker)."""
-        stored = self._name(collection)
         target = self._collection(collection)
+        stored: str = target.name
         if stored in self._ready:
             return target
         try:
@@ -466,10 +466,10 @@ class MongoDBBackend(Backend):
 
     async def destroy_collection(self, collection: str) -> bool:
         """Drop the collection; ``True`` if it held a document."""
-        stored = self._name(collection)
-        held = await self._db[stored].find_one({}, {"_id": 1}) is not None
-        await self._db.drop_collection(stored)
-        self._ready.discard(stored)
+        target = self._collection(collection)
+        held = await target.find_one({}, {"_id": 1}) is not None
+        await target.drop()
+        self._ready.discard(target.name)
         return held
 
     def is_transient(self, error: BaseException) -> bool:
