@@ -2,7 +2,8 @@
 
 ``memory://``, ``disk:///abs/path`` (or ``disk://relative/path``), ``multidisk:///path``,
 ``redis://``, ``rediss://``, ``redis+cluster://``, ``valkey://``, ``valkeys://``, ``s3://bucket/prefix``,
-``dynamodb://table``, ``mongodb://`` (``mongodb+srv://``, ``?database=`` kvrt's database) and ``null://``.
+``dynamodb://table``, ``mongodb://`` (``mongodb+srv://``, ``?database=`` kvrt's database),
+``memcached://host:port`` and ``null://``.
 Query parameters set the backend's plain options (``memory://?max_entries_per_collection=500``,
 ``disk:///var/cache/app?size_limit=1000000``) and the spawn options that are plain values
 (``request_timeout``, ``name``, ``default_collection``); a Redis URL passes the rest of its query to
@@ -166,6 +167,21 @@ def _mongodb(url: SplitResult, options: Options) -> Backend:
     return MongoDBBackend(urlunsplit(rest), **kwargs)
 
 
+def _memcached(url: SplitResult, options: Options) -> Backend:
+    from kvrt.backends.memcached import MemcachedBackend
+
+    if url.username or url.password or url.path.strip("/"):
+        raise ValueError("memcached:// URLs name a server and nothing else: memcached://host:port")
+    kwargs: dict[str, Any] = {}
+    if "pool_size" in options:
+        kwargs["pool_size"] = _positive_int("pool_size", options.pop("pool_size"))
+    for name in ("timeout", "connect_timeout"):
+        if name in options:
+            kwargs[name] = _positive_float(name, options.pop(name))
+    _no_more("memcached", options)
+    return MemcachedBackend(url.hostname or "127.0.0.1", url.port or 11211, **kwargs)
+
+
 def _null(url: SplitResult, options: Options) -> Backend:
     from kvrt.backends.null import NullBackend
 
@@ -186,6 +202,7 @@ SCHEMES: dict[str, Callable[[SplitResult, Options], Backend]] = {
     "dynamodb": _dynamodb,
     "mongodb": _mongodb,
     "mongodb+srv": _mongodb,
+    "memcached": _memcached,
     "null": _null,
 }
 """Every scheme kvrt opens, and what makes its backend; later backends add theirs with :func:`register`."""

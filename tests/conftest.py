@@ -14,6 +14,7 @@ from kvrt import Runtime
 from kvrt.backends.memory import MemoryBackend
 from kvrt.backends.redis import RedisBackend
 from kvrt.testing.conformance import LOOPS, ListingStore, listing
+from kvrt.testing.memcached import MemcachedTarget, memcached_target
 from kvrt.testing.servers import (
     VALKEY_INSTALL,
     AwsTarget,
@@ -112,3 +113,10 @@ async def store(request: pytest.FixtureRequest, runtime: Runtime) -> ListingStor
     server: RedisTarget = request.getfixturevalue("redis_server")
     server.flush()
     return listing(await runtime.spawn(RedisBackend(server.url), name="redis"))
+
+
+@pytest.fixture(scope="session")
+def memcached_server() -> Iterator[MemcachedTarget]:
+    """memcached 1.6 (from the system, or a container where Docker runs), one per session; tests flush it."""
+    with memcached_target() as target:
+        yield target

@@ -125,8 +125,8 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while not self.answers():
             if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
                 output = self.log.read_text(errors="replace")[-2000:]
+                self.stop()
                 raise RuntimeError(f"{self.what} did not start on port {self.port}:\n{output}")
             time.sleep(0.02)
 
