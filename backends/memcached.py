@@ -178,9 +178,7 @@ class MemcachedBackend(Backend):
             self._server = _ClientCommands(self._given)
         else:
             connect_timeout, timeout = self._timeouts
-            self._server = Memcached(
-                self.host, self.port, pool_size=self.pool_size, connect_timeout=connect_timeout, timeout=timeout
-            )
+            self._server = Memcached(self.host, self.port, connect_timeout=connect_timeout, timeout=timeout)
         try:
             for line in await self._server.command_line(b"stats settings"):
                 if line.startswith(b"STAT item_size_max "):

@@ -9,12 +9,14 @@ midway is closed, never reused out of step.
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
+import socket
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 import anyio
-import anyio.abc
 
 _T = TypeVar("_T")
 _READ_SIZE = 65536
@@ -82,14 +84,27 @@ def _refusal(line: bytes) -> MemcachedError | None:
 
 
 class _Connection:
-    """One socket to the server and what it has received but not yet parsed."""
+    """One non-blocking socket to the server and what it has received but not yet parsed.
 
-    __slots__ = ("at", "buffer", "stream")
+    The socket is read and written directly, waiting on anyio only when the kernel has nothing to
+    give or no room to take: a lone caller's command and reply then cost one wait, where a stream
+    would add a scheduling checkpoint to every send and receive (measured: twice aiomcache's time).
+    """
 
-    def __init__(self, stream: anyio.abc.ByteStream) -> None:
-        self.stream = stream
+    __slots__ = ("at", "buffer", "socket")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.socket = sock
         self.buffer = b""
         self.at = 0
+
+    async def _send(self, payload: bytes) -> None:
+        view = memoryview(payload)
+        while view:
+            try:
+                view = view[self.socket.send(view) :]
+            except BlockingIOError:
+                await anyio.wait_writable(self.socket)
 
     async def _line(self) -> bytes:
         while (end := self.buffer.find(b"\r\n", self.at)) < 0:
@@ -106,12 +121,20 @@ class _Connection:
         return data
 
     async def _more(self) -> None:
-        self.buffer = self.buffer[self.at :] + await self.stream.receive(_READ_SIZE)
+        while True:
+            try:
+                received = self.socket.recv(_READ_SIZE)
+                break
+            except BlockingIOError:
+                await anyio.wait_readable(self.socket)
+        if not received:
+            raise anyio.EndOfStream
+        self.buffer = self.buffer[self.at :] + received
         self.at = 0
 
     async def exchange(self, commands: Sequence[Command]) -> list[Reply]:
         """Send ``commands`` in one write and return their replies in order."""
-        await self.stream.send(_pack(commands))
+        await self._send(_pack(commands))
         replies: list[Reply] = []
         for command in commands:
             if type(command) is Get:
@@ -137,7 +160,7 @@ class _Connection:
 
     async def command_line(self, line: bytes) -> list[bytes]:
         """Send one line (``stats``, ``flush_all``, ``version``) and return its reply's lines, up to ``END``."""
-        await self.stream.send(line + b"\r\n")
+        await self._send(line + b"\r\n")
         lines: list[bytes] = []
         while True:
             reply = await self._line()
@@ -152,33 +175,33 @@ class _Connection:
 class Memcached:
     """Connections to one memcached server, opened as calls need them (at most ``pool_size``), kept and reused."""
 
-    __slots__ = ("_closed", "_idle", "_limiter", "connect_timeout", "host", "port", "timeout")
+    __slots__ = ("_closed", "_idle", "connect_timeout", "host", "port", "timeout")
 
-    def __init__(
-        self, host: str, port: int, *, pool_size: int, connect_timeout: float | None, timeout: float | None
-    ) -> None:
+    def __init__(self, host: str, port: int, *, connect_timeout: float | None, timeout: float | None) -> None:
         self.host = host
         self.port = port
         self.connect_timeout = connect_timeout
         self.timeout = timeout
         self._idle: list[_Connection] = []
-        self._limiter = anyio.Semaphore(pool_size)
         self._closed = False
 
     async def run(self, commands: Sequence[Command]) -> list[Reply]:
-        """Send ``commands`` in one write on one connection; return their replies in order."""
-        async with self._limiter:
-            connection = self._idle.pop() if self._idle else await self._connect()
-            try:
-                replies = await self._bounded(connection.exchange(commands))
-            except BaseException:
-                await _close(connection)
-                raise
-            if self._closed:
-                await _close(connection)
-            else:
-                self._idle.append(connection)
-            return replies
+        """Send ``commands`` in one write on one connection; return their replies in order.
+
+        A connection is opened for each call in flight beyond those idle: the worker bounds how
+        many there are (its backend's ``concurrency``).
+        """
+        connection = self._idle.pop() if self._idle else await self._connect()
+        try:
+            replies = await self._bounded(connection.exchange(commands))
+        except BaseException:
+            _close(connection)
+            raise
+        if self._closed:
+            _close(connection)
+        else:
+            self._idle.append(connection)
+        return replies
 
     async def command_line(self, line: bytes) -> list[bytes]:
         """Send one administrative line on a connection of its own; return the reply's lines."""
@@ -186,21 +209,23 @@ class Memcached:
         try:
             return await self._bounded(connection.command_line(line))
         finally:
-            await _close(connection)
+            _close(connection)
 
     async def _bounded(self, call: Awaitable[_T]) -> _T:
         try:
+            if self.timeout is None:
+                return await call
             with anyio.fail_after(self.timeout):
                 return await call
         except TimeoutError:
             raise MemcachedConnectionError("memcached did not answer in time") from None
-        except (OSError, anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+        except (OSError, anyio.EndOfStream, anyio.ClosedResourceError) as exc:
             raise MemcachedConnectionError(f"the connection to memcached was lost: {exc!r}") from None
 
     async def _connect(self) -> _Connection:
         try:
             with anyio.fail_after(self.connect_timeout):
-                return _Connection(await anyio.connect_tcp(self.host, self.port))
+                return _Connection(await _connected(self.host, self.port))
         except TimeoutError:
             raise MemcachedConnectionError(f"connecting to memcached at {self.host}:{self.port} timed out") from None
         except OSError as exc:
@@ -213,9 +238,34 @@ class Memcached:
         self._closed = True
         idle, self._idle = self._idle, []
         for connection in idle:
-            await _close(connection)
+            _close(connection)
 
 
-async def _close(connection: _Connection) -> None:
-    with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-        await connection.stream.aclose()
+async def _connected(host: str, port: int) -> socket.socket:
+    """Return a non-blocking socket connected to the first address of ``host`` that takes the connection."""
+    failure: OSError | None = None
+    for family, kind, protocol, _, address in await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, protocol)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if sock.connect_ex(address) not in (0, errno.EINPROGRESS):
+                sock.connect(address)  # raises the error the kernel gave
+            await anyio.wait_writable(sock)
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if error:
+                raise OSError(error, os.strerror(error))
+        except BaseException as exc:
+            sock.close()
+            if not isinstance(exc, OSError):
+                raise
+            failure = exc
+            continue
+        return sock
+    raise failure or OSError(f"no address for {host}")
+
+
+def _close(connection: _Connection) -> None:
+    with contextlib.suppress(OSError):
+        anyio.notify_closing(connection.socket)
+    connection.socket.close()
