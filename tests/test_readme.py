@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from kvrt.testing.memcached import MemcachedTarget
+
 ROOT = Path(__file__).parent.parent
 README = ROOT / "README.md"
 
@@ -121,7 +123,7 @@ def test_readme_main_job_runs_after_a_plain_install(fresh: FreshInstall) -> None
 
 def test_no_extra_is_installed(fresh: FreshInstall) -> None:
     """The checks below mean something only if the venv really lacks the extras' packages."""
-    extras = ("trio", "redis", "cryptography", "pydantic", "aiobotocore", "botocore", "pymongo", "bson")
+    extras = ("trio", "redis", "cryptography", "pydantic", "aiobotocore", "botocore", "pymongo", "bson", "aiomcache")
     result = fresh.run("-c", f"import importlib.util as u; print([m for m in {extras!r} if u.find_spec(m)])")
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
 
@@ -172,6 +174,19 @@ try:
 except InvalidTTLError:
     pass
 assert "key_value" not in sys.modules
+print("ok")
+"""
+    result = fresh.run("-c", script)
+    assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_memcached_needs_no_extra(fresh: FreshInstall, memcached_server: MemcachedTarget) -> None:
+    """kvrt speaks memcached's protocol itself: a plain install reaches a real server."""
+    script = f"""
+import kvrt.sync
+cache = kvrt.sync.open("memcached://{memcached_server.host}:{memcached_server.port}")
+cache.put("fresh-install", {{"v": 1}})
+assert cache.get("fresh-install") == {{"v": 1}}
 print("ok")
 """
     result = fresh.run("-c", script)
