@@ -3,7 +3,7 @@
 ``memory://``, ``disk:///abs/path`` (or ``disk://relative/path``), ``multidisk:///path``,
 ``redis://``, ``rediss://``, ``redis+cluster://``, ``valkey://``, ``valkeys://``, ``s3://bucket/prefix``,
 ``dynamodb://table``, ``mongodb://`` (``mongodb+srv://``, ``?database=`` kvrt's database),
-``memcached://host:port`` and ``null://``.
+``memcached://host:port``, ``postgresql://`` (``postgres://``, ``?table=`` kvrt's table) and ``null://``.
 Query parameters set the backend's plain options (``memory://?max_entries_per_collection=500``,
 ``disk:///var/cache/app?size_limit=1000000``) and the spawn options that are plain values
 (``request_timeout``, ``name``, ``default_collection``); a Redis URL passes the rest of its query to
@@ -182,6 +182,21 @@ def _memcached(url: SplitResult, options: Options) -> Backend:
     return MemcachedBackend(url.hostname or "127.0.0.1", url.port or 11211, **kwargs)
 
 
+def _postgresql(url: SplitResult, options: Options) -> Backend:
+    from kvrt.backends.postgresql import PostgreSQLBackend
+
+    kwargs: dict[str, Any] = {}
+    if "table" in options:
+        kwargs["table"] = _text("table", options.pop("table"))
+    if "create_table" in options:
+        kwargs["create_table"] = _flag("create_table", options.pop("create_table"))
+    if "pool_size" in options:
+        kwargs["max_size"] = _positive_int("pool_size", options.pop("pool_size"))
+    rest = url._replace(query=urlencode(options))  # asyncpg reads the other parameters (sslmode, ...)
+    options.clear()
+    return PostgreSQLBackend(urlunsplit(rest), **kwargs)
+
+
 def _null(url: SplitResult, options: Options) -> Backend:
     from kvrt.backends.null import NullBackend
 
@@ -203,6 +218,8 @@ SCHEMES: dict[str, Callable[[SplitResult, Options], Backend]] = {
     "mongodb": _mongodb,
     "mongodb+srv": _mongodb,
     "memcached": _memcached,
+    "postgresql": _postgresql,
+    "postgres": _postgresql,
     "null": _null,
 }
 """Every scheme kvrt opens, and what makes its backend; later backends add theirs with :func:`register`."""

@@ -15,6 +15,7 @@ from kvrt.backends.memory import MemoryBackend
 from kvrt.backends.redis import RedisBackend
 from kvrt.testing.conformance import LOOPS, ListingStore, listing
 from kvrt.testing.memcached import MemcachedTarget, memcached_target
+from kvrt.testing.postgres import PostgresTarget, postgres_target
 from kvrt.testing.servers import (
     VALKEY_INSTALL,
     AwsTarget,
@@ -120,3 +121,36 @@ def memcached_server() -> Iterator[MemcachedTarget]:
     """memcached 1.6 (from the system, or a container where Docker runs), one per session; tests flush it."""
     with memcached_target() as target:
         yield target
+
+
+@pytest.fixture(scope="session")
+def postgresql() -> Iterator[PostgresTarget]:
+    """PostgreSQL: KVRT_POSTGRESQL_URL's server, or a container where Docker runs, else the machine's, locally."""
+    with postgres_target() as target:
+        yield target
+
+
+@pytest.fixture
+def postgresql_table(postgresql: PostgresTarget) -> Iterator[str]:
+    """A fresh table name (the backend makes the table), dropped after the test."""
+    table = postgresql.fresh_table()
+    yield table
+    postgresql.drop(table)
+
+
+@pytest.fixture(scope="session")
+def azure_tables() -> Iterator[Any]:
+    """Azure Tables: KVRT_AZURE_TABLES_CONNECTION_STRING's account, Azurite in a container where Docker runs, else
+    Azurite as a local process; an AzureTablesTarget (kvrt.testing.azurite), one per session."""
+    from kvrt.testing.azurite import azure_tables_target
+
+    with azure_tables_target() as target:
+        yield target
+
+
+@pytest.fixture
+def azure_table(azure_tables: Any) -> Iterator[str]:
+    """A fresh table name (the backend makes the table), deleted after the test."""
+    table: str = azure_tables.fresh_table()
+    yield table
+    azure_tables.delete_table(table)

@@ -65,6 +65,7 @@ OPTIONAL = {
     "kvrt.backends.s3": "s3",
     "kvrt.backends.dynamodb": "dynamodb",
     "kvrt.backends.mongodb": "mongodb",
+    "kvrt.backends.postgresql": "postgresql",
 }
 """Backend modules whose driver comes with an extra, and that extra."""
 
@@ -123,7 +124,18 @@ def test_readme_main_job_runs_after_a_plain_install(fresh: FreshInstall) -> None
 
 def test_no_extra_is_installed(fresh: FreshInstall) -> None:
     """The checks below mean something only if the venv really lacks the extras' packages."""
-    extras = ("trio", "redis", "cryptography", "pydantic", "aiobotocore", "botocore", "pymongo", "bson", "aiomcache")
+    extras = (
+        "trio",
+        "redis",
+        "cryptography",
+        "pydantic",
+        "aiobotocore",
+        "botocore",
+        "pymongo",
+        "bson",
+        "aiomcache",
+        "asyncpg",
+    )
     result = fresh.run("-c", f"import importlib.util as u; print([m for m in {extras!r} if u.find_spec(m)])")
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
 
@@ -205,7 +217,12 @@ def test_a_missing_driver_names_its_extra(fresh: FreshInstall, module: str, extr
 
 @pytest.mark.parametrize(
     ("url", "extra"),
-    [("redis://localhost", "redis"), ("valkey://localhost", "redis"), ("mongodb://localhost", "mongodb")],
+    [
+        ("redis://localhost", "redis"),
+        ("valkey://localhost", "redis"),
+        ("mongodb://localhost", "mongodb"),
+        ("postgresql://localhost", "postgresql"),
+    ],
 )
 def test_a_url_whose_driver_is_missing_names_its_extra(fresh: FreshInstall, url: str, extra: str) -> None:
     result = fresh.run("-c", f"import kvrt; kvrt.open({url!r})")
