@@ -14,6 +14,7 @@ credentials; :func:`redacted` is the URL as kvrt shows it anywhere.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
@@ -21,6 +22,7 @@ from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 from kvrt.backends.base import Backend
 
 Options = dict[str, str]
+_SECRET_PARAMETER = re.compile(r"pass|secret|token|credential", re.IGNORECASE)
 _SPAWN_OPTIONS: dict[str, Callable[[str, str], Any]] = {}
 
 
@@ -254,13 +256,16 @@ def parse_url(url: str) -> tuple[Backend, dict[str, Any]]:
 
 
 def redacted(url: str) -> str:
-    """``url`` with any password replaced by ``***``: how kvrt shows a URL anywhere."""
+    """``url`` with any password (in its user part or its query) replaced by ``***``: how kvrt shows a URL anywhere."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unreadable URL>"
+    if parts.query and _SECRET_PARAMETER.search(parts.query):  # asyncpg and PyMongo take ?password= too
+        query = [(name, "***" if _SECRET_PARAMETER.search(name) else value) for name, value in parse_qsl(parts.query)]
+        parts = parts._replace(query=urlencode(query, safe="*"))
     userinfo, at, hosts = parts.netloc.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hosts}"))  # hosts as given: a MongoDB URL may list several
+    if at and ":" in userinfo:
+        user = userinfo.split(":", 1)[0]
+        parts = parts._replace(netloc=f"{user}:***@{hosts}")  # hosts as given: a MongoDB URL may list several
+    return urlunsplit(parts)

@@ -154,6 +154,10 @@ def test_redacted_hides_the_password_only() -> None:
     assert redacted("redis://user:hunter2@host:6379/0") == "redis://user:***@host:6379/0"
     assert redacted("redis://host:6379/0") == "redis://host:6379/0"
     assert redacted("mongodb://app:hunter2@h1:1,h2:2/admin?tls=true") == "mongodb://app:***@h1:1,h2:2/admin?tls=true"
+    assert (
+        redacted("postgresql://u@h/db?password=hunter2&sslmode=require")
+        == "postgresql://u@h/db?password=***&sslmode=require"
+    )
 
 
 async def test_mongodb_urls_name_the_database_and_pass_the_rest_to_pymongo(mongodb: MongoTarget, database: str) -> None:
