@@ -7,11 +7,10 @@ import os
 import shutil
 import socket
 import tempfile
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from kvrt.testing.servers import ServerProcess, docker_available, missing
+from kvrt.testing.servers import ServerProcess, container_class, docker_available, missing
 
 MEMCACHED_INSTALL = "apt-get install -y --no-install-recommends memcached"
 
@@ -92,11 +91,7 @@ class MemcachedServer(ServerProcess):
 def memcached_target() -> Iterator[MemcachedTarget]:
     """Run memcached for the duration of the block: in a container where Docker listens, else a local process."""
     if docker_available():
-        with warnings.catch_warnings():  # testcontainers deprecates its own decorators
-            warnings.simplefilter("ignore", DeprecationWarning)
-            from testcontainers.community.memcached import MemcachedContainer
-
-        with MemcachedContainer("memcached:1.6") as container:
+        with container_class("memcached", "MemcachedContainer")("memcached:1.6") as container:
             yield MemcachedTarget(container.get_container_host_ip(), int(container.get_exposed_port(11211)))
         return
     server = MemcachedServer()

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from kvrt.testing.servers import ServerProcess, docker_available, missing
+from kvrt.testing.servers import ServerProcess, container_class, docker_available, missing
 
 POSTGRES_INSTALL = "apt-get install -y --no-install-recommends postgresql"
 _DEBIAN = Path("/usr/lib/postgresql")
@@ -275,9 +275,7 @@ def postgres_target() -> Iterator[PostgresTarget]:
         yield PostgresTarget(url, "a server of yours")
         return
     if docker_available():
-        from testcontainers.community.postgres import PostgresContainer
-
-        image = PostgresContainer("postgres:16", driver=None)
+        image = container_class("postgres", "PostgresContainer")("postgres:16", driver=None)
         with image.with_command("postgres -c shared_preload_libraries=pg_stat_statements") as container:
             yield PostgresTarget(container.get_connection_url(), "PostgreSQL 16 in a container")
         return

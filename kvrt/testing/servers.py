@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -76,6 +77,17 @@ def redis_binary() -> str:
     if binary is None:
         missing("redis-server", REDIS_INSTALL)
     return binary
+
+
+def container_class(module: str, name: str) -> Any:
+    """Return testcontainers' ``name`` from its ``community`` module ``module``.
+
+    testcontainers deprecates its old module paths and its own readiness decorator, and these tests
+    turn warnings into errors: its warnings are its own business, so they are left unsaid here.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return getattr(importlib.import_module(f"testcontainers.community.{module}"), name)
 
 
 @functools.cache
@@ -193,9 +205,7 @@ def redis_server(binary: str, *args: str) -> Iterator[RedisProcess]:
 @contextlib.contextmanager
 def redis_container(image: str) -> Iterator[tuple[str, int]]:
     """Run ``image`` (a Redis-protocol server) in a container for the duration of the block; yield its address."""
-    from testcontainers.redis import RedisContainer
-
-    with RedisContainer(image) as container:
+    with container_class("redis", "RedisContainer")(image) as container:
         yield container.get_container_host_ip(), int(container.get_exposed_port(6379))
 
 
@@ -400,9 +410,7 @@ def aws_target() -> Iterator[AwsTarget]:
     LocalStack in a container where a Docker engine listens, else moto's server as a local process.
     """
     if docker_available():
-        from testcontainers.localstack import LocalStackContainer
-
-        with LocalStackContainer("localstack/localstack:3") as container:
+        with container_class("localstack", "LocalStackContainer")("localstack/localstack:3") as container:
             yield AwsTarget(container.get_url())
         return
     server = MotoServer()
@@ -504,9 +512,7 @@ def mongodb_target() -> Iterator[MongoTarget]:
         yield MongoTarget(url, "mongod")
         return
     if docker_available():
-        from testcontainers.mongodb import MongoDbContainer
-
-        with MongoDbContainer("mongo:7") as container:
+        with container_class("mongodb", "MongoDbContainer")("mongo:7") as container:
             yield MongoTarget(container.get_connection_url(), "mongod")
         return
     with tempfile.TemporaryDirectory(prefix="kvrt-secantus-") as directory:
