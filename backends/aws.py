@@ -11,7 +11,6 @@ the options handed to botocore, never in a repr, a log line or an error.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import aiohttp  # the backends import this module inside their own needs_extra
@@ -127,31 +126,3 @@ class AwsClient:
         where = f" endpoint_url={self.endpoint_url!r}" if self.endpoint_url else ""
         region = f" region_name={self.region_name!r}" if self.region_name else ""
         return f"{where}{region}"
-
-
-async def fan_out(call: Callable[[_T], Awaitable[_R]], items: Sequence[_T], width: int) -> list[_R]:
-    """Return ``[await call(item) for item in items]``, at most ``width`` calls at once, results in order.
-
-    The calls of one batch share the worker's connection pool; an error cancels the rest.
-    """
-    if len(items) == 1:
-        return [await call(items[0])]
-    results: list[Any] = [None] * len(items)
-    limit = asyncio.Semaphore(width)
-
-    async def one(index: int, item: _T) -> None:
-        async with limit:
-            results[index] = await call(item)
-
-    try:
-        async with asyncio.TaskGroup() as group:
-            for index, item in enumerate(items):
-                group.create_task(one(index, item))
-    except BaseExceptionGroup as failed:  # the first error, as a lone call would raise it, for the supervisor
-        raise failed.exceptions[0] from None
-    return results
-
-
-def chunks(items: Sequence[_T], size: int) -> Iterable[Sequence[_T]]:
-    """``items`` in consecutive slices of at most ``size``."""
-    return (items[start : start + size] for start in range(0, len(items), size))

@@ -26,12 +26,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from kvrt.backends.base import Backend, Capabilities
+from kvrt.backends.fan_out import chunks, fan_out
 from kvrt.backends.names import hashed, is_hashed
 from kvrt.errors import EntryTooLargeError, StoreSetupError
 from kvrt.extras import needs_extra
 
 with needs_extra("dynamodb", "DynamoDBBackend"):
-    from kvrt.backends.aws import AwsClient, chunks, error_code, fan_out, is_transient
+    from kvrt.backends.aws import AwsClient, error_code, is_transient
 
 _GET_CHUNK = 100  # BatchGetItem's bound
 _WRITE_CHUNK = 25  # BatchWriteItem's bound

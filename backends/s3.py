@@ -28,12 +28,13 @@ from typing import Any
 import msgspec
 
 from kvrt.backends.base import Backend, Capabilities
+from kvrt.backends.fan_out import chunks, fan_out
 from kvrt.backends.names import hashed, is_hashed, percent_decode, percent_encode
 from kvrt.errors import StoreSetupError
 from kvrt.extras import needs_extra
 
 with needs_extra("s3", "S3Backend"):
-    from kvrt.backends.aws import AwsClient, chunks, error_code, fan_out, is_transient
+    from kvrt.backends.aws import AwsClient, error_code, is_transient
 
 _MAX_OBJECT_KEY = 1024  # bytes of UTF-8
 _MAX_COLLECTION = 512  # bytes of an encoded collection, so that a key always has room

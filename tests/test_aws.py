@@ -8,8 +8,9 @@ from typing import Any
 import botocore.exceptions
 import pytest
 
-from kvrt.backends.aws import fan_out, is_transient
+from kvrt.backends.aws import is_transient
 from kvrt.backends.dynamodb import DynamoDBBackend, UnprocessedError
+from kvrt.backends.fan_out import fan_out
 
 
 def client_error(code: str, status: int) -> botocore.exceptions.ClientError:
