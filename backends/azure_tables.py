@@ -369,9 +369,7 @@ class AzureTablesBackend(Backend):
     @property
     def client(self) -> Any:
         """The ``TableClient`` (the user's, or kvrt's between :meth:`open` and :meth:`close`)."""
-        if self._client is None:
-            raise StoreSetupError("the Azure Tables backend is not open", backend=self.name)
-        return self._client
+        return self.opened(self._client)
 
     # Opening and closing.
 

@@ -9,8 +9,13 @@ runtime; a backend is plain code that does one batch against its store.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
 import msgspec
+
+from kvrt.errors import StoreSetupError
+
+_T = TypeVar("_T")
 
 
 class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,6 +66,12 @@ class Backend:
     def kind(self) -> str:
         """What this backend is, for logs and errors (its class name)."""
         return type(self).__name__
+
+    def opened(self, held: _T | None) -> _T:
+        """Return ``held``, what :meth:`open` made (a client, a pool, a cache); raise if the backend is not open."""
+        if held is None:
+            raise StoreSetupError(f"the {self.kind} is not open", backend=self.name)
+        return held
 
     async def open(self) -> None:
         """Create the client and its connection pool (called again after a transient failure)."""

@@ -21,7 +21,6 @@ import diskcache
 
 from kvrt.backends.base import Backend, Capabilities
 from kvrt.backends.layout import collection_prefix, split_compound_key
-from kvrt.errors import StoreSetupError
 from kvrt.lanes import ThreadLane
 
 _T = TypeVar("_T")
@@ -115,9 +114,7 @@ class DiskBackend(Backend):
     @property
     def cache(self) -> diskcache.Cache:
         """The open diskcache (only between :meth:`open` and :meth:`close`)."""
-        if self._cache is None:
-            raise StoreSetupError("the disk backend is not open", backend=self.name)
-        return self._cache
+        return self.opened(self._cache)
 
     async def open(self) -> None:
         """Open (and create) the cache directory."""

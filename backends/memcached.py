@@ -26,7 +26,7 @@ import re
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -44,7 +44,7 @@ from kvrt.backends.memcached_wire import (
     Set,
 )
 from kvrt.backends.names import hashed, is_hashed
-from kvrt.errors import EntryTooLargeError, StoreSetupError
+from kvrt.errors import EntryTooLargeError
 
 _MAX_KEY = 250  # bytes
 _UNSAFE = re.compile(r"[\s\x00-\x20\x7f-\x9f]")  # what memcached's protocol (or aiomcache) refuses in a key
@@ -86,6 +86,16 @@ def _live(document: bytes, now: float) -> bool:
     except (msgspec.DecodeError, msgspec.ValidationError):
         return True  # not kvrt's to judge: it is there
     return expires is None or expires.timestamp() > now
+
+
+class _Server(Protocol):
+    """What the backend sends its commands through: kvrt's own connections, or a user's aiomcache client."""
+
+    async def run(self, commands: Sequence[Command]) -> list[Reply]: ...
+
+    async def command_line(self, line: bytes) -> list[bytes]: ...
+
+    async def release(self) -> None: ...
 
 
 class _ClientCommands:
@@ -155,7 +165,7 @@ class MemcachedBackend(Backend):
         self.pool_size = pool_size
         self._given = client
         self._timeouts = (connect_timeout, timeout)
-        self._server: Memcached | _ClientCommands | None = None
+        self._server: _Server | None = None
         self.item_size_max: int | None = None
         """The largest item the server holds, in bytes (read at :meth:`open`)."""
         self.asyncio_only = client is not None
@@ -166,11 +176,9 @@ class MemcachedBackend(Backend):
         return f"<MemcachedBackend {where}>"
 
     @property
-    def server(self) -> Memcached | _ClientCommands:
+    def server(self) -> _Server:
         """The connections, between :meth:`open` and :meth:`close`."""
-        if self._server is None:
-            raise StoreSetupError("the memcached backend is not open", backend=self.name)
-        return self._server
+        return self.opened(self._server)
 
     async def open(self) -> None:
         """Make the connections (or take the user's client) and read the server's item size bound."""

@@ -282,9 +282,7 @@ class MongoDBBackend(Backend):
     @property
     def client(self) -> Any:
         """The client: the user's, or kvrt's between :meth:`open` and :meth:`close`."""
-        if self._client is None:
-            raise StoreSetupError("the MongoDB backend is not open", backend=self.name)
-        return self._client
+        return self.opened(self._client)
 
     async def open(self) -> None:
         """Make the client (unless one was given) and check that the server answers and lets kvrt in."""

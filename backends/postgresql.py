@@ -309,9 +309,7 @@ class PostgreSQLBackend(Backend):
     @property
     def pool(self) -> Any:
         """The asyncpg pool: the user's, or kvrt's between :meth:`open` and :meth:`close`."""
-        if self._pool is None:
-            raise StoreSetupError("the PostgreSQL backend is not open", backend=self.name)
-        return self._pool
+        return self.opened(self._pool)
 
     async def open(self) -> None:
         """Make the pool (unless one was given) and check the table is there (or create it, if asked)."""

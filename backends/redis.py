@@ -23,7 +23,6 @@ from typing import Any, cast
 
 from kvrt.backends.base import Backend, Capabilities
 from kvrt.backends.layout import SEPARATOR, collection_prefix, compound_key, split_compound_key
-from kvrt.errors import StoreSetupError
 from kvrt.extras import needs_extra
 
 with needs_extra("redis", "RedisBackend"):
@@ -142,9 +141,7 @@ class RedisBackend(Backend):
     @property
     def client(self) -> Any:
         """The redis-py client (only between :meth:`open` and :meth:`close`)."""
-        if self._client is None:
-            raise StoreSetupError("the redis backend is not open", backend=self.name)
-        return self._client
+        return self.opened(self._client)
 
     async def open(self) -> None:
         """Create the client (unless one was given) and check that the server answers."""
