@@ -9,13 +9,13 @@ from typing import Any
 import anyio
 import pymongo
 import pytest
-import structlog.testing
 
 from kvrt import Runtime
 from kvrt.backends.mongodb import MongoDBBackend, encode_collection
-from kvrt.errors import KeyValueError, StoreSetupError
+from kvrt.errors import StoreSetupError
 from kvrt.testing import ConformanceSuite
 from kvrt.testing.conformance import get_concurrently, listing
+from kvrt.testing.logins import BAD_PASSWORD, GOOD_PASSWORD, logins_shown
 from kvrt.testing.servers import MongoTarget, SecantusServer, sent_commands
 
 pytestmark = pytest.mark.anyio
@@ -148,32 +148,16 @@ async def test_a_password_appears_nowhere_and_a_refused_login_is_a_setup_error(t
     try:
         client: pymongo.MongoClient[dict[str, Any]]
         with pymongo.MongoClient(server.url) as client:
-            client.admin.command("createUser", "kvrt", pwd="pw-s3cr3t-1", roles=["root"])
+            client.admin.command("createUser", "kvrt", pwd=GOOD_PASSWORD, roles=["root"])
         server.stop()
         server.auth = True
         server.start()
         base = server.url.replace("mongodb://", "mongodb://kvrt:{}@")
-        shown: list[str] = []
-        with structlog.testing.capture_logs() as logs:
-            async with Runtime() as runtime:
-                good = MongoDBBackend(base.format("pw-s3cr3t-1"), database="auth")
-                store = await runtime.spawn(good, name="good")
-                await store.put("k", {"v": 1})
-                assert await store.get("k") == {"v": 1}
-                bad = MongoDBBackend(base.format("pw-wrong-2"), database="auth")
-                with pytest.raises(KeyValueError) as refused:
-                    await runtime.spawn(bad, name="bad")
-                error: BaseException | None = refused.value
-                while error is not None:
-                    shown += [str(error), repr(error)]
-                    error = error.__cause__ or error.__context__
-                shown += [repr(good), repr(bad), repr(runtime.stats())]
-        shown += [repr(entry) for entry in logs]
-        text = "\n".join(shown)
-        assert isinstance(refused.value, StoreSetupError), text
-        assert "login" in str(refused.value)
-        assert "pw-s3cr3t-1" not in text
-        assert "pw-wrong-2" not in text
+        refused, text = await logins_shown(lambda password: MongoDBBackend(base.format(password), database="auth"))
+        assert isinstance(refused, StoreSetupError), text
+        assert "login" in str(refused)
+        assert GOOD_PASSWORD not in text
+        assert BAD_PASSWORD not in text
     finally:
         server.stop()
 

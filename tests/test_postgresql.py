@@ -15,7 +15,6 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
-import structlog.testing
 
 import kvrt
 from kvrt import Runtime
@@ -25,6 +24,7 @@ from kvrt.errors import InvalidKeyError, KeyValueError, StoreSetupError
 from kvrt.policies import CullPolicy
 from kvrt.testing import ConformanceSuite
 from kvrt.testing.conformance import eventually, get_concurrently, listing, raw_get, raw_put, same, sleep_past
+from kvrt.testing.logins import BAD_PASSWORD, GOOD_PASSWORD, logins_shown
 from kvrt.testing.postgres import PostgresServer, PostgresTarget
 from kvrt.urls import parse_url, redacted
 
@@ -361,7 +361,7 @@ def login_server() -> Iterator[PostgresServer]:
         server = PostgresServer(Path(directory))
         server.start()
         try:
-            PostgresTarget(server.url, "login").sql("CREATE ROLE kvrt LOGIN PASSWORD 'pw-s3cr3t-1'")
+            PostgresTarget(server.url, "login").sql(f"CREATE ROLE kvrt LOGIN PASSWORD '{GOOD_PASSWORD}'")
             hba = server.data / "pg_hba.conf"
             hba.write_text("host all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n")
             PostgresTarget(server.url, "login").sql("SELECT pg_reload_conf()")
@@ -374,27 +374,11 @@ async def test_a_password_appears_nowhere_and_a_refused_login_is_a_setup_error(l
     target = PostgresTarget(login_server.url, "login")
     target.sql("GRANT CREATE ON SCHEMA public TO kvrt")
     base = f"postgresql://kvrt:{{}}@127.0.0.1:{login_server.port}/postgres"
-    shown: list[str] = []
-    with structlog.testing.capture_logs() as logs:
-        async with Runtime() as runtime:
-            good = PostgreSQLBackend(base.format("pw-s3cr3t-1"), table="logins")
-            store = await runtime.spawn(good, name="good")
-            await store.put("k", {"v": 1})
-            assert await store.get("k") == {"v": 1}
-            bad = PostgreSQLBackend(base.format("pw-wrong-2"), table="logins")
-            with pytest.raises(KeyValueError) as refused:
-                await runtime.spawn(bad, name="bad")
-            error: BaseException | None = refused.value
-            while error is not None:
-                shown += [str(error), repr(error)]
-                error = error.__cause__ or error.__context__
-            shown += [repr(good), repr(bad), repr(runtime.stats())]
-    shown += [repr(entry) for entry in logs]
-    text = "\n".join(shown)
-    assert isinstance(refused.value, StoreSetupError), text
-    assert "refused kvrt's login" in str(refused.value)
-    assert "pw-s3cr3t-1" not in text
-    assert "pw-wrong-2" not in text
+    refused, text = await logins_shown(lambda password: PostgreSQLBackend(base.format(password), table="logins"))
+    assert isinstance(refused, StoreSetupError), text
+    assert "refused kvrt's login" in str(refused)
+    assert GOOD_PASSWORD not in text
+    assert BAD_PASSWORD not in text
 
 
 async def test_a_role_that_may_not_create_the_table_is_told_so_at_spawn(login_server: PostgresServer) -> None:
@@ -402,7 +386,7 @@ async def test_a_role_that_may_not_create_the_table_is_told_so_at_spawn(login_se
     target.sql("REVOKE CREATE ON SCHEMA public FROM kvrt")
     async with Runtime() as runtime:
         backend = PostgreSQLBackend(
-            f"postgresql://kvrt:pw-s3cr3t-1@127.0.0.1:{login_server.port}/postgres", table="denied"
+            f"postgresql://kvrt:{GOOD_PASSWORD}@127.0.0.1:{login_server.port}/postgres", table="denied"
         )
         with pytest.raises(StoreSetupError, match="denied kvrt the table 'denied'"):
             await runtime.spawn(backend)
