@@ -49,9 +49,8 @@ from kvrt.runtime import Runtime
 from kvrt.stats import RuntimeStats, WorkerStats
 
 if TYPE_CHECKING:
-    from kvrt.backends.disk import DiskBackend
-    from kvrt.backends.memory import MemoryBackend
     from kvrt.backends.redis import RedisBackend
+    from kvrt.runtime import FullBackend
 
 _T = TypeVar("_T")
 _Crossing = tuple["_Remote", bytes, RemoteSlot]
@@ -90,7 +89,7 @@ class DetachedRuntime:
         self.close()
 
     @overload
-    def open(self, target: MemoryBackend | DiskBackend, **options: Unpack[SpawnOptions]) -> DetachedFullHandle: ...
+    def open(self, target: FullBackend, **options: Unpack[SpawnOptions]) -> DetachedFullHandle: ...
     @overload
     def open(self, target: RedisBackend, **options: Unpack[SpawnOptions]) -> DetachedListingHandle: ...
     @overload
@@ -407,7 +406,7 @@ def default_runtime() -> DetachedRuntime:
 
 @overload
 def open(
-    target: MemoryBackend | DiskBackend, *, runtime: DetachedRuntime | None = None, **options: Unpack[SpawnOptions]
+    target: FullBackend, *, runtime: DetachedRuntime | None = None, **options: Unpack[SpawnOptions]
 ) -> DetachedFullHandle: ...
 @overload
 def open(

@@ -48,10 +48,19 @@ from kvrt.wakeups import AwaitedEvent, reply_events
 from kvrt.worker import Worker
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from kvrt.backends.chdb import ChDBBackend
     from kvrt.backends.disk import DiskBackend
+    from kvrt.backends.duckdb import DuckDBBackend
     from kvrt.backends.memory import MemoryBackend
     from kvrt.backends.redis import RedisBackend
+    from kvrt.backends.rocksdb import RocksDBBackend
+    from kvrt.backends.simple import SimpleBackend
     from kvrt.detached import DetachedRuntime
+
+    FullBackend: TypeAlias = MemoryBackend | DiskBackend | SimpleBackend | DuckDBBackend | RocksDBBackend | ChDBBackend
+    """The backends with every optional segment: a handle on one is typed with all of them."""
 
 
 class Runtime:
@@ -141,9 +150,7 @@ class Runtime:
         return None
 
     @overload
-    async def spawn(
-        self, backend: MemoryBackend | DiskBackend, **options: Unpack[SpawnOptions]
-    ) -> AttachedFullHandle: ...
+    async def spawn(self, backend: FullBackend, **options: Unpack[SpawnOptions]) -> AttachedFullHandle: ...
     @overload
     async def spawn(self, backend: RedisBackend, **options: Unpack[SpawnOptions]) -> AttachedListingHandle: ...
     @overload

@@ -3,7 +3,10 @@
 ``memory://``, ``disk:///abs/path`` (or ``disk://relative/path``), ``multidisk:///path``,
 ``redis://``, ``rediss://``, ``redis+cluster://``, ``valkey://``, ``valkeys://``, ``s3://bucket/prefix``,
 ``dynamodb://table``, ``mongodb://`` (``mongodb+srv://``, ``?database=`` kvrt's database),
-``memcached://host:port``, ``postgresql://`` (``postgres://``, ``?table=`` kvrt's table) and ``null://``.
+``memcached://host:port``, ``postgresql://`` (``postgres://``, ``?table=`` kvrt's table),
+``duckdb:///file`` and ``chdb:///path`` (``?table=``; ``duckdb://`` and ``chdb://``: in memory),
+``rocksdb:///path`` (``?sync=true``), ``simple://``,
+``keyring://service`` and ``null://``.
 Query parameters set the backend's plain options (``memory://?max_entries_per_collection=500``,
 ``disk:///var/cache/app?size_limit=1000000``) and the spawn options that are plain values
 (``request_timeout``, ``name``, ``default_collection``); a Redis URL passes the rest of its query to
@@ -17,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from kvrt.backends.base import Backend
 
@@ -199,6 +202,53 @@ def _postgresql(url: SplitResult, options: Options) -> Backend:
     return PostgreSQLBackend(urlunsplit(rest), **kwargs)
 
 
+def _duckdb(url: SplitResult, options: Options) -> Backend:
+    from kvrt.backends.duckdb import DuckDBBackend
+
+    kwargs: dict[str, Any] = {}
+    if "table" in options:
+        kwargs["table"] = _text("table", options.pop("table"))
+    _no_more("duckdb", options)
+    return DuckDBBackend((url.netloc + url.path) or None, **kwargs)
+
+
+def _chdb(url: SplitResult, options: Options) -> Backend:
+    from kvrt.backends.chdb import ChDBBackend
+
+    kwargs: dict[str, Any] = {}
+    if "table" in options:
+        kwargs["table"] = _text("table", options.pop("table"))
+    _no_more("chdb", options)
+    return ChDBBackend((url.netloc + url.path) or None, **kwargs)
+
+
+def _rocksdb(url: SplitResult, options: Options) -> Backend:
+    from kvrt.backends.rocksdb import RocksDBBackend
+
+    kwargs: dict[str, Any] = {}
+    if "sync" in options:
+        kwargs["sync"] = _flag("sync", options.pop("sync"))
+    _no_more("rocksdb", options)
+    return RocksDBBackend(_path(url), **kwargs)
+
+
+def _simple(url: SplitResult, options: Options) -> Backend:
+    from kvrt.backends.simple import SimpleBackend
+
+    kwargs: dict[str, Any] = {}
+    if "max_entries" in options:
+        kwargs["max_entries"] = _positive_int("max_entries", options.pop("max_entries"))
+    _no_more("simple", options)
+    return SimpleBackend(**kwargs)
+
+
+def _keyring(url: SplitResult, options: Options) -> Backend:
+    from kvrt.backends.keyring import DEFAULT_SERVICE, KeyringBackend
+
+    _no_more("keyring", options)
+    return KeyringBackend(unquote(url.netloc + url.path) or DEFAULT_SERVICE)
+
+
 def _null(url: SplitResult, options: Options) -> Backend:
     from kvrt.backends.null import NullBackend
 
@@ -222,6 +272,11 @@ SCHEMES: dict[str, Callable[[SplitResult, Options], Backend]] = {
     "memcached": _memcached,
     "postgresql": _postgresql,
     "postgres": _postgresql,
+    "duckdb": _duckdb,
+    "chdb": _chdb,
+    "rocksdb": _rocksdb,
+    "simple": _simple,
+    "keyring": _keyring,
     "null": _null,
 }
 """Every scheme kvrt opens, and what makes its backend; later backends add theirs with :func:`register`."""

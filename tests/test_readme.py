@@ -66,6 +66,10 @@ OPTIONAL = {
     "kvrt.backends.dynamodb": "dynamodb",
     "kvrt.backends.mongodb": "mongodb",
     "kvrt.backends.postgresql": "postgresql",
+    "kvrt.backends.duckdb": "duckdb",
+    "kvrt.backends.rocksdb": "rocksdb",
+    "kvrt.backends.chdb": "chdb",
+    "kvrt.backends.keyring": "keyring",
 }
 """Backend modules whose driver comes with an extra, and that extra."""
 
@@ -135,13 +139,18 @@ def test_no_extra_is_installed(fresh: FreshInstall) -> None:
         "bson",
         "aiomcache",
         "asyncpg",
+        "duckdb",
+        "rocksdict",
+        "chdb",
+        "keyring",
     )
     result = fresh.run("-c", f"import importlib.util as u; print([m for m in {extras!r} if u.find_spec(m)])")
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
 
 
 def test_import_kvrt_after_a_plain_install(fresh: FreshInstall) -> None:
-    result = fresh.run("-c", "import kvrt, kvrt.backends.memory, kvrt.backends.disk, kvrt.backends.multi_disk")
+    embedded = ("memory", "disk", "multi_disk", "simple")
+    result = fresh.run("-c", "import kvrt; " + "; ".join(f"import kvrt.backends.{name}" for name in embedded))
     assert result.returncode == 0, result.stderr
 
 

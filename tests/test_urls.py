@@ -228,3 +228,53 @@ def test_bad_aws_urls_are_refused_without_showing_secrets(url: str, message: str
     with pytest.raises(ValueError, match=message) as raised:
         parse_url(url)
     assert "topsecret" not in str(raised.value)
+
+
+async def test_embedded_store_urls(tmp_path: Path) -> None:
+    from kvrt.backends.chdb import ChDBBackend
+    from kvrt.backends.duckdb import DuckDBBackend
+    from kvrt.backends.rocksdb import RocksDBBackend
+    from kvrt.backends.simple import SimpleBackend
+
+    backend, _ = parse_url("simple://?max_entries=2")
+    assert isinstance(backend, SimpleBackend)
+    assert backend.max_entries == 2
+    await _round_trip("simple://")
+    rocksdb, _ = parse_url(f"rocksdb://{tmp_path}/rocks?sync=true")
+    assert isinstance(rocksdb, RocksDBBackend)
+    await _round_trip(f"rocksdb://{tmp_path}/rocks?sync=true")
+    assert (tmp_path / "rocks" / "CURRENT").exists()
+    chdb, _ = parse_url(f"chdb://{tmp_path}/clickhouse?table=entries")
+    assert isinstance(chdb, ChDBBackend)
+    await _round_trip(f"chdb://{tmp_path}/clickhouse?table=entries")
+    assert (tmp_path / "clickhouse").is_dir()
+    duckdb, _ = parse_url(f"duckdb://{tmp_path}/kv.duckdb?table=entries")
+    assert isinstance(duckdb, DuckDBBackend)
+    await _round_trip(f"duckdb://{tmp_path}/kv.duckdb?table=entries")
+    assert (tmp_path / "kv.duckdb").is_file()
+    await _round_trip("duckdb://")
+    with pytest.raises(ValueError, match="sync"):
+        parse_url(f"rocksdb://{tmp_path}/rocks?sync=maybe")
+    with pytest.raises(ValueError, match="max_entries"):
+        parse_url("simple://?max_entries=0")
+
+
+async def test_keyring_urls_name_the_service(tmp_path: Path) -> None:
+    import keyring
+    from keyrings.alt.file import PlaintextKeyring
+
+    from kvrt.backends.keyring import KeyringBackend
+
+    backend, _ = parse_url("keyring://my%20app")
+    assert isinstance(backend, KeyringBackend)
+    ring = PlaintextKeyring()
+    ring.file_path = str(tmp_path / "keyring.cfg")
+    previous = keyring.get_keyring()
+    keyring.set_keyring(ring)
+    try:
+        await _round_trip("keyring://my%20app")
+        assert ring.get_password("my app", "default_collection::k") is not None
+        await _round_trip("keyring://")
+        assert ring.get_password("py-key-value", "default_collection::k") is not None
+    finally:
+        keyring.set_keyring(previous)
