@@ -53,13 +53,16 @@ if TYPE_CHECKING:
     from kvrt.backends.chdb import ChDBBackend
     from kvrt.backends.disk import DiskBackend
     from kvrt.backends.duckdb import DuckDBBackend
+    from kvrt.backends.filetree import FileTreeBackend
     from kvrt.backends.memory import MemoryBackend
     from kvrt.backends.redis import RedisBackend
     from kvrt.backends.rocksdb import RocksDBBackend
     from kvrt.backends.simple import SimpleBackend
     from kvrt.detached import DetachedRuntime
 
-    FullBackend: TypeAlias = MemoryBackend | DiskBackend | SimpleBackend | DuckDBBackend | RocksDBBackend | ChDBBackend
+    FullBackend: TypeAlias = (
+        MemoryBackend | DiskBackend | SimpleBackend | DuckDBBackend | RocksDBBackend | FileTreeBackend | ChDBBackend
+    )
     """The backends with every optional segment: a handle on one is typed with all of them."""
 
 

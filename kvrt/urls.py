@@ -5,7 +5,7 @@
 ``dynamodb://table``, ``mongodb://`` (``mongodb+srv://``, ``?database=`` kvrt's database),
 ``memcached://host:port``, ``postgresql://`` (``postgres://``, ``?table=`` kvrt's table),
 ``duckdb:///file`` and ``chdb:///path`` (``?table=``; ``duckdb://`` and ``chdb://``: in memory),
-``rocksdb:///path`` (``?sync=true``), ``simple://``,
+``rocksdb:///path`` (``?sync=true``), ``filetree:///path``, ``simple://``,
 ``keyring://service`` and ``null://``.
 Query parameters set the backend's plain options (``memory://?max_entries_per_collection=500``,
 ``disk:///var/cache/app?size_limit=1000000``) and the spawn options that are plain values
@@ -202,6 +202,13 @@ def _postgresql(url: SplitResult, options: Options) -> Backend:
     return PostgreSQLBackend(urlunsplit(rest), **kwargs)
 
 
+def _filetree(url: SplitResult, options: Options) -> Backend:
+    from kvrt.backends.filetree import FileTreeBackend
+
+    _no_more("filetree", options)
+    return FileTreeBackend(_path(url))
+
+
 def _duckdb(url: SplitResult, options: Options) -> Backend:
     from kvrt.backends.duckdb import DuckDBBackend
 
@@ -272,6 +279,7 @@ SCHEMES: dict[str, Callable[[SplitResult, Options], Backend]] = {
     "memcached": _memcached,
     "postgresql": _postgresql,
     "postgres": _postgresql,
+    "filetree": _filetree,
     "duckdb": _duckdb,
     "chdb": _chdb,
     "rocksdb": _rocksdb,

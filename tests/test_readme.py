@@ -149,7 +149,7 @@ def test_no_extra_is_installed(fresh: FreshInstall) -> None:
 
 
 def test_import_kvrt_after_a_plain_install(fresh: FreshInstall) -> None:
-    embedded = ("memory", "disk", "multi_disk", "simple")
+    embedded = ("memory", "disk", "multi_disk", "simple", "filetree")
     result = fresh.run("-c", "import kvrt; " + "; ".join(f"import kvrt.backends.{name}" for name in embedded))
     assert result.returncode == 0, result.stderr
 

@@ -233,6 +233,7 @@ def test_bad_aws_urls_are_refused_without_showing_secrets(url: str, message: str
 async def test_embedded_store_urls(tmp_path: Path) -> None:
     from kvrt.backends.chdb import ChDBBackend
     from kvrt.backends.duckdb import DuckDBBackend
+    from kvrt.backends.filetree import FileTreeBackend
     from kvrt.backends.rocksdb import RocksDBBackend
     from kvrt.backends.simple import SimpleBackend
 
@@ -253,6 +254,10 @@ async def test_embedded_store_urls(tmp_path: Path) -> None:
     await _round_trip(f"duckdb://{tmp_path}/kv.duckdb?table=entries")
     assert (tmp_path / "kv.duckdb").is_file()
     await _round_trip("duckdb://")
+    tree, _ = parse_url(f"filetree://{tmp_path}/tree")
+    assert isinstance(tree, FileTreeBackend)
+    await _round_trip(f"filetree://{tmp_path}/tree")
+    assert (tmp_path / "tree" / "default_collection" / "k.json").is_file()
     with pytest.raises(ValueError, match="sync"):
         parse_url(f"rocksdb://{tmp_path}/rocks?sync=maybe")
     with pytest.raises(ValueError, match="max_entries"):
