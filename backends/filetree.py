@@ -38,9 +38,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-import msgspec
-
 from kvrt.backends.base import Backend, Capabilities
+from kvrt.backends.documents import expiry_of, header, is_live
 from kvrt.backends.names import hashed, is_hashed
 from kvrt.errors import PathSecurityError, StoreSetupError
 from kvrt.lanes import ThreadLane
@@ -72,43 +71,6 @@ _WINDOWS_DEVICES = frozenset(
     + [f"{port}{digit}" for port in ("COM", "LPT") for digit in [*"0123456789", "\u00b9", "\u00b2", "\u00b3"]]
 )
 _HASHED_LENGTH: Final = len(hashed(""))
-
-
-class _Meta(msgspec.Struct):
-    """What kvrt reads of a document for listing and culling (the value is skipped, not decoded)."""
-
-    key: str | None = None
-    collection: str | None = None
-    expires_at: datetime | None = None
-
-
-_meta_decoder: Final = msgspec.json.Decoder(_Meta)
-_BAD: Final = _Meta()
-"""Stands for a document that does not parse: it is an entry (a get reports it), with no known expiry."""
-
-
-def _meta(document: bytes) -> _Meta:
-    try:
-        return _meta_decoder.decode(document)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-        return _BAD
-
-
-def _expiry(meta: _Meta) -> float | None:
-    expires = meta.expires_at
-    if expires is None:
-        return None
-    if expires.tzinfo is None:
-        expires = expires.replace(tzinfo=UTC)
-    return expires.timestamp()
-
-
-def _expired(document: bytes, now: float) -> bool:
-    """Say whether ``document`` has passed its expiry (a document that does not parse has not)."""
-    if b'"expires_at"' not in document:  # most documents never expire: no parse for them
-        return False
-    expires = _expiry(_meta(document))
-    return expires is not None and expires <= now
 
 
 def windows_unsafe(name: str) -> bool:
@@ -414,7 +376,7 @@ class FileTreeBackend(Backend):
         found: list[bytes | str | None] = []
         for key in keys:
             read = _read(self._entry_path(directory, key))
-            found.append(None if read is None or _expired(read[0], now) else read[0])
+            found.append(read[0] if read is not None and is_live(read[0], now) else None)
         return found
 
     async def put_many(
@@ -467,7 +429,7 @@ class FileTreeBackend(Backend):
             read = _read(path)
             gone = read is not None and _unlink(path)
             unlinked = unlinked or gone
-            removed.append(gone and read is not None and not _expired(read[0], now))
+            removed.append(gone and read is not None and is_live(read[0], now))
         if unlinked:
             _fsync_directory(directory)
         return removed
@@ -492,7 +454,7 @@ class FileTreeBackend(Backend):
         stem = entry.name[: -len(ENTRY_SUFFIX)]
         if not is_hashed(stem):
             return stem, *read
-        key = _meta(read[0]).key
+        key = header(read[0]).key
         if key is None or entry_file(key, self._room) != entry.name:
             return None  # not a stand-in kvrt wrote, or one whose name is lost
         return key, *read
@@ -509,7 +471,7 @@ class FileTreeBackend(Backend):
         with listing:
             for entry in listing:
                 found = self._entry(entry)
-                if found is not None and not _expired(found[1], now):
+                if found is not None and is_live(found[1], now):
                     names.append(found[0])
                     if limit is not None and len(names) >= limit:
                         break
@@ -533,12 +495,12 @@ class FileTreeBackend(Backend):
         candidates: list[str | None] = []
         info = _read(os.path.join(self.root, name + INFO_SUFFIX))
         if info is not None:
-            candidates.append(_meta(info[0]).collection)
+            candidates.append(header(info[0]).collection)
         else:  # no metadata file (made by another process that crashed): the documents name it too
             with contextlib.suppress(FileNotFoundError), os.scandir(entry.path) as listing:
                 for inner in listing:
                     if inner.name.endswith(ENTRY_SUFFIX) and (read := _read(inner.path)) is not None:
-                        candidates.append(_meta(read[0]).collection)
+                        candidates.append(header(read[0]).collection)
                         break
         for collection in candidates:
             if collection is not None and collection_directory(collection, self._room) == name:
@@ -604,7 +566,7 @@ class FileTreeBackend(Backend):
                 elif self._in_layout(entry):
                     if not live:  # one live entry answers the question: the rest go unread
                         read = _read(entry.path)
-                        live = read is not None and not _expired(read[0], now)
+                        live = read is not None and is_live(read[0], now)
                     _unlink(entry.path)
         try:
             os.rmdir(directory)
@@ -680,7 +642,7 @@ class FileTreeBackend(Backend):
         found = self._entry(entry)
         if found is None or b'"expires_at"' not in found[1]:
             return False
-        expiry = _expiry(_meta(found[1]))
+        expiry = expiry_of(header(found[1]))
         if expiry is None:
             return False
         if expiry > now:

@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import msgspec
-
 from kvrt.backends.base import Backend, Capabilities
+from kvrt.backends.documents import Header, expiry_of, header
 from kvrt.backends.layout import compound_key
 from kvrt.backends.names import hashed
 from kvrt.errors import EntryTooLargeError, InvalidKeyError, StoreSetupError
@@ -62,41 +60,16 @@ _CASE_FOLDING = frozenset({"keyrings.alt.file_base", "keyrings.alt.Windows", "ke
 Windows credential targets)."""
 
 
-class _Header(msgspec.Struct):
-    """What a backend reads of a stored document: which entry it is, and when it expires."""
-
-    collection: str | None = None
-    key: str | None = None
-    expires_at: datetime | None = None
-
-
-_header_decoder = msgspec.json.Decoder(_Header)
-
-
-def _header(document: str) -> _Header | None:
-    """Return what ``document`` says of itself, or ``None`` if it is no document (the worker reports that)."""
-    try:
-        return _header_decoder.decode(document)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-
-
-def _names_other(header: _Header | None, collection: str, key: str) -> bool:
+def _names_other(found: Header, collection: str, key: str) -> bool:
     """Whether a found document belongs to another entry (a case twin on a keyring that folds case)."""
-    if header is None:
-        return False
-    return (header.collection is not None and header.collection != collection) or (
-        header.key is not None and header.key != key
+    return (found.collection is not None and found.collection != collection) or (
+        found.key is not None and found.key != key
     )
 
 
-def _expired(header: _Header | None, now: float) -> bool:
-    if header is None or header.expires_at is None:
-        return False
-    expires_at = header.expires_at
-    if expires_at.tzinfo is None:
-        expires_at = expires_at.replace(tzinfo=UTC)
-    return expires_at.timestamp() <= now
+def _expired(found: Header, now: float) -> bool:
+    expires = expiry_of(found)
+    return expires is not None and expires <= now
 
 
 def username(collection: str, key: str) -> str:
@@ -201,10 +174,9 @@ class KeyringBackend(Backend):
         for key in keys:
             user = username(collection, key)
             document = ring.get_password(self.service_name, user)
-            header = None if document is None else _header(document)
-            if document is None or _names_other(header, collection, key):
+            if document is None or _names_other(found_header := header(document), collection, key):
                 found.append(None)
-            elif _expired(header, now):
+            elif _expired(found_header, now):
                 self._remove(ring, user)
                 found.append(None)
             else:
@@ -252,8 +224,7 @@ class KeyringBackend(Backend):
                 raise self._twin(collection, key)
         for key, user in zip(keys, users, strict=True):
             document = ring.get_password(self.service_name, user)
-            header = None if document is None else _header(document)
-            if document is not None and _names_other(header, collection, key):
+            if document is not None and _names_other(header(document), collection, key):
                 raise self._twin(collection, key)
 
     def _twin(self, collection: str, key: str) -> InvalidKeyError:
@@ -274,11 +245,10 @@ class KeyringBackend(Backend):
         for key in keys:
             user = username(collection, key)
             document = ring.get_password(self.service_name, user)
-            header = None if document is None else _header(document)
-            if document is None or _names_other(header, collection, key):
+            if document is None or _names_other(found_header := header(document), collection, key):
                 removed.append(False)
             else:
-                removed.append(self._remove(ring, user) and not _expired(header, now))
+                removed.append(self._remove(ring, user) and not _expired(found_header, now))
         return removed
 
     def _remove(self, ring: Keyring, user: str) -> bool:

@@ -25,12 +25,10 @@ import math
 import re
 import time
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any, Protocol
 
-import msgspec
-
 from kvrt.backends.base import Backend, Capabilities
+from kvrt.backends.documents import is_live
 from kvrt.backends.layout import compound_key
 from kvrt.backends.memcached_wire import (
     Command,
@@ -53,13 +51,6 @@ _LATEST = 2**31 - 1  # memcached's expiry is a signed 32-bit number
 _ITEM_HEADER = 128  # what memcached adds to key and data in an item (about 60 bytes), with room to spare
 
 
-class _Expiry(msgspec.Struct):
-    expires_at: datetime | None = None
-
-
-_expiry = msgspec.json.Decoder(_Expiry)
-
-
 def stored_key(collection: str, key: str) -> bytes:
     """Return the memcached key of ``key`` in ``collection``: the reference's, or a hashed stand-in."""
     name = compound_key(collection, key)
@@ -78,14 +69,6 @@ def exptime(expires_at: float | None, now: float) -> int:
         return max(remaining, 1)
     at = math.ceil(expires_at) + 1
     return at if at <= _LATEST else 0  # past 2038 memcached cannot say: the document does
-
-
-def _live(document: bytes, now: float) -> bool:
-    try:
-        expires = _expiry.decode(document).expires_at
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return True  # not kvrt's to judge: it is there
-    return expires is None or expires.timestamp() > now
 
 
 class _Server(Protocol):
@@ -249,7 +232,8 @@ class MemcachedBackend(Backend):
         found, *removed = await self._run([Get(list(dict.fromkeys(names))), *(Delete(name) for name in names)])
         assert isinstance(found, dict)
         return [
-            bool(gone) and name in found and _live(found[name], now) for name, gone in zip(names, removed, strict=True)
+            bool(gone) and name in found and is_live(found[name], now)
+            for name, gone in zip(names, removed, strict=True)
         ]
 
     def is_transient(self, error: BaseException) -> bool:

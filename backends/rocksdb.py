@@ -35,13 +35,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-import msgspec
-
 from kvrt.backends.base import Backend, Capabilities
+from kvrt.backends.documents import expiry, is_live
 from kvrt.backends.layout import SEPARATOR, collection_prefix, split_compound_key
 from kvrt.errors import StoreSetupError
 from kvrt.extras import needs_extra
@@ -65,41 +63,6 @@ _STALL_WAIT = (0.001, 0.05)
 _FOREIGN = b""
 """What a value that is no document (an int, a pickled object another writer stored) reads as: an
 unreadable document, which the worker reports as a deserialization error for that key."""
-
-
-class _Expiry(msgspec.Struct):
-    """The one field of a document a backend needs, read without building the value."""
-
-    expires_at: datetime | None = None
-
-
-_expiry_decoder = msgspec.json.Decoder(_Expiry)
-
-
-def _expiry(document: object) -> float | None:
-    """Return when a stored document expires (epoch seconds), ``None`` if never or if it is unreadable."""
-    if type(document) is bytes:
-        if b'"expires_at"' not in document:
-            return None
-    elif type(document) is str:
-        if '"expires_at"' not in document:
-            return None
-    else:
-        return None
-    try:
-        expires = _expiry_decoder.decode(document).expires_at
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None  # the worker reports an unreadable document when it is read
-    if expires is None:
-        return None
-    if expires.tzinfo is None:
-        expires = expires.replace(tzinfo=UTC)
-    return expires.timestamp()
-
-
-def _live(document: object, now: float) -> bool:
-    expiry = _expiry(document)
-    return expiry is None or expiry > now
 
 
 def _document(stored: object) -> bytes | str | None:
@@ -301,7 +264,7 @@ class RocksDBBackend(Backend):
         doomed: dict[str, None] = {}
         for name, stored in zip(names, _multi_get(self.db, names), strict=True):
             found = stored is not None and name not in doomed  # a key given twice: the second finds nothing
-            removed.append(found and _live(stored, now))
+            removed.append(found and is_live(stored, now))
             if found:
                 doomed[name] = None
         return removed, list(doomed)
@@ -338,12 +301,12 @@ class RocksDBBackend(Backend):
                 cursor = name
                 seen += 1
                 if SEPARATOR in name:
-                    expiry = _expiry(iterator.value())
-                    if expiry is not None:
-                        if expiry <= now:
+                    expires = expiry(iterator.value())
+                    if expires is not None:
+                        if expires <= now:
                             doomed.append(name)
-                        elif expiry < self._pass_soonest:
-                            self._pass_soonest = expiry
+                        elif expires < self._pass_soonest:
+                            self._pass_soonest = expires
                 iterator.next()
             done = not iterator.valid() or type(iterator.key()) is not str
         finally:
@@ -375,7 +338,7 @@ class RocksDBBackend(Backend):
                 name = iterator.key()
                 if type(name) is not str or not name.startswith(prefix):
                     break
-                if _live(iterator.value(), now):
+                if is_live(iterator.value(), now):
                     names.append(name[start:])
                     if limit is not None and len(names) >= limit:
                         break
@@ -401,7 +364,7 @@ class RocksDBBackend(Backend):
                 if type(name) is not str:
                     break
                 parts = split_compound_key(name)
-                if parts is None or not _live(iterator.value(), now):
+                if parts is None or not is_live(iterator.value(), now):
                     iterator.next()
                     continue
                 names.append(parts[0])
@@ -435,7 +398,7 @@ class RocksDBBackend(Backend):
                 if type(name) is not str or not name.startswith(prefix):
                     break
                 if collection is not None or split_compound_key(name) is not None:
-                    live = live or _live(iterator.value(), now)
+                    live = live or is_live(iterator.value(), now)
                     doomed.append(name)
                     if len(doomed) >= _DELETE_CHUNK:
                         self._write([], doomed)
