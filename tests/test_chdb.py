@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import random
-import select
-import signal
 import subprocess
 import sys
 import time
@@ -29,6 +26,7 @@ from kvrt.policies import CullPolicy
 from kvrt.protocol import cull_of
 from kvrt.testing import ConformanceSuite
 from kvrt.testing.conformance import get_concurrently, listing, sleep_past
+from kvrt.testing.crash import assert_intact, kill_mid_load
 
 pytestmark = pytest.mark.anyio
 
@@ -406,61 +404,15 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
     assert "table='kv_entries'" in repr(ChDBBackend(tmp_path))
 
 
-WRITER = """
-import sys, anyio
-from kvrt import Runtime
-from kvrt.backends.chdb import ChDBBackend
-
-async def main(directory):
-    async with Runtime() as runtime:
-        store = await runtime.spawn(ChDBBackend(directory))
-        async def writer(n):
-            for i in range(1_000_000):
-                await store.put(f"w{n}-{i}", {"writer": n, "number": i, "pad": "x" * (i % 97)}, collection="load")
-                sys.stdout.write(f"w{n}-{i}\\n")
-                sys.stdout.flush()
-        async with anyio.create_task_group() as group:
-            for n in range(16):
-                group.start_soon(writer, n)
-
-anyio.run(main, sys.argv[1])
-"""
-
-
 def test_every_acknowledged_put_survives_sigkill(tmp_path: Path) -> None:
     directory = tmp_path / "chdb"
-    child = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(directory)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    acknowledged = kill_mid_load(
+        "from kvrt.backends.chdb import ChDBBackend", "ChDBBackend(directory)", directory, "asyncio"
     )
-    acknowledged: list[str] = []
-    buffer = b""
-    deadline = time.monotonic() + 60
-    assert child.stdout is not None
-    try:
-        while len(acknowledged) < 3000 and time.monotonic() < deadline and child.poll() is None:
-            ready, _, _ = select.select([child.stdout], [], [], 1.0)
-            if ready:
-                buffer += os.read(child.stdout.fileno(), 65536)
-                *lines, buffer = buffer.split(b"\n")
-                acknowledged += [line.decode() for line in lines]
-        child.send_signal(signal.SIGKILL)
-        rest, errors = child.communicate(timeout=10)
-    finally:
-        if child.poll() is None:
-            child.kill()
-    acknowledged += [line.decode() for line in (buffer + rest).split(b"\n")[:-1]]
-    assert child.returncode == -signal.SIGKILL, errors.decode()[-2000:]
-    assert len(acknowledged) >= 3000, "the writer did not get going"
 
     async def verify() -> None:
         async with Runtime() as runtime:  # the killed process's lock on the directory went with it
-            store = await runtime.spawn(ChDBBackend(directory))
-            for start in range(0, len(acknowledged), 1000):
-                keys = acknowledged[start : start + 1000]
-                found = await store.get_many(keys, collection="load")
-                for key, value in zip(keys, found, strict=True):
-                    writer, number = (int(part) for part in key[1:].split("-"))
-                    assert value == {"writer": writer, "number": number, "pad": "x" * (number % 97)}, key
+            await assert_intact(await runtime.spawn(ChDBBackend(directory)), acknowledged)
 
     anyio.run(verify)
 
