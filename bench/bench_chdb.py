@@ -17,12 +17,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import harness
-from harness import Subject, main
+from harness import Subject, kvrt_memory, main
 from key_value.aio.stores.chdb import ChDBStore
 
 import kvrt
 from kvrt.backends.chdb import ChDBBackend
-from kvrt.backends.memory import MemoryBackend
 from kvrt.handle import Handle
 
 harness.KEYS_PER_CALLER = {1: 2_000, 64: 100}
@@ -33,13 +32,6 @@ async def kvrt_chdb() -> AsyncIterator[Handle]:
     with tempfile.TemporaryDirectory() as directory:
         async with kvrt.Runtime() as runtime:
             yield await runtime.spawn(ChDBBackend(directory))
-
-
-@asynccontextmanager
-async def kvrt_memory() -> AsyncIterator[Handle]:
-    """The same runtime and load without any I/O: what the callers' own work stalls the loop by."""
-    async with kvrt.Runtime() as runtime:
-        yield await runtime.spawn(MemoryBackend(max_entries_per_collection=1_000_000))
 
 
 @asynccontextmanager

@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import harness
-from harness import Subject, main
+from harness import Subject, kvrt_memory, main
 from key_value.aio.stores.duckdb import DuckDBStore
 
 import kvrt
 from kvrt.backends.duckdb import DuckDBBackend
-from kvrt.backends.memory import MemoryBackend
 from kvrt.handle import Handle
 
 warnings.filterwarnings("ignore", "A configured store is unstable", UserWarning)
@@ -35,13 +34,6 @@ async def kvrt_duckdb() -> AsyncIterator[Handle]:
     with tempfile.TemporaryDirectory() as directory:
         async with kvrt.Runtime() as runtime:
             yield await runtime.spawn(DuckDBBackend(Path(directory) / "kv.duckdb"))
-
-
-@asynccontextmanager
-async def kvrt_memory() -> AsyncIterator[Handle]:
-    """The same runtime and load without any I/O: what the callers' own work stalls the loop by."""
-    async with kvrt.Runtime() as runtime:
-        yield await runtime.spawn(MemoryBackend(max_entries_per_collection=1_000_000))
 
 
 @asynccontextmanager

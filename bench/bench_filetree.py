@@ -13,12 +13,11 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from harness import Subject, main
+from harness import Subject, kvrt_memory, main
 from key_value.aio.stores.filetree import FileTreeStore
 
 import kvrt
 from kvrt.backends.filetree import FileTreeBackend
-from kvrt.backends.memory import MemoryBackend
 from kvrt.handle import Handle
 
 
@@ -27,13 +26,6 @@ async def kvrt_filetree() -> AsyncIterator[Handle]:
     with tempfile.TemporaryDirectory() as directory:
         async with kvrt.Runtime() as runtime:
             yield await runtime.spawn(FileTreeBackend(directory))
-
-
-@asynccontextmanager
-async def kvrt_memory() -> AsyncIterator[Handle]:
-    """The same runtime and load without any I/O: what the callers' own work stalls the loop by."""
-    async with kvrt.Runtime() as runtime:
-        yield await runtime.spawn(MemoryBackend(max_entries_per_collection=1_000_000))
 
 
 @asynccontextmanager

@@ -13,19 +13,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
-from harness import main
+from harness import kvrt_memory, main
 from key_value.aio.stores.memory import MemoryStore
 
-import kvrt
 from kvrt import frames
-from kvrt.backends.memory import MemoryBackend
-from kvrt.handle import Handle
-
-
-@asynccontextmanager
-async def kvrt_memory() -> AsyncIterator[Handle]:
-    async with kvrt.Runtime() as runtime:
-        yield await runtime.spawn(MemoryBackend(max_entries_per_collection=1_000_000))
 
 
 @asynccontextmanager

@@ -11,10 +11,9 @@ import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from harness import Subject, main
+from harness import Subject, kvrt_memory, main
 
 import kvrt
-from kvrt.backends.memory import MemoryBackend
 from kvrt.backends.rocksdb import RocksDBBackend
 from kvrt.handle import Handle
 
@@ -28,13 +27,6 @@ async def kvrt_rocksdb() -> AsyncIterator[Handle]:
     with tempfile.TemporaryDirectory() as directory:
         async with kvrt.Runtime() as runtime:
             yield await runtime.spawn(RocksDBBackend(directory))
-
-
-@asynccontextmanager
-async def kvrt_memory() -> AsyncIterator[Handle]:
-    """The same runtime and load without any I/O: what the callers' own work stalls the loop by."""
-    async with kvrt.Runtime() as runtime:
-        yield await runtime.spawn(MemoryBackend(max_entries_per_collection=1_000_000))
 
 
 @asynccontextmanager

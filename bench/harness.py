@@ -17,13 +17,17 @@ import gc
 import platform
 import sys
 import time
-from collections.abc import Callable, Coroutine
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
+
+import kvrt
+from kvrt.backends.memory import MemoryBackend
+from kvrt.handle import Handle
 
 VALUE = {"name": "Alice", "age": 30, "active": True}
 KEYS_PER_CALLER = {1: 20_000, 64: 500}
@@ -32,6 +36,13 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 
 Subject = Callable[[], AbstractAsyncContextManager[Any]]
 """Makes a fresh store (an ``AsyncKeyValue``) for one round, and cleans up after it."""
+
+
+@asynccontextmanager
+async def kvrt_memory() -> AsyncIterator[Handle]:
+    """kvrt's memory backend: the same runtime and load without I/O (what callers' own work stalls the loop by)."""
+    async with kvrt.Runtime() as runtime:
+        yield await runtime.spawn(MemoryBackend(max_entries_per_collection=1_000_000))
 
 
 @dataclass
