@@ -1,49 +1,20 @@
-"""The ``kvrt`` command."""
+"""``kvrt demo``: the main job, memory and disk workers under load on the embedded defaults."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
-from collections.abc import Sequence
 
 import anyio
 
-import kvrt
+from kvrt.cli.commands import INTERRUPTED, Commands
 from kvrt.demo import run_demo
 from kvrt.extras import install_hint
 
-INTERRUPTED = 130
-"""The exit status of a command stopped by Ctrl-C, as shells report it (128 + SIGINT)."""
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``kvrt`` command line; return its exit status."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        print(f"kvrt {kvrt.__version__}")
-        parser.print_help()
-        return 0
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    if args.loop not in anyio.get_available_backends():
-        print(f"kvrt: --loop {args.loop} needs {args.loop}: {install_hint(args.loop)}", file=sys.stderr)
-        return 2
-    try:
-        interrupted = anyio.run(_demo, args, backend=args.loop)
-    except KeyboardInterrupt:  # Ctrl-C before the demo could listen for it, or while it shut down
-        interrupted = True
-    if interrupted:
-        print("interrupted", file=sys.stderr)
-        return INTERRUPTED
-    return 0
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kvrt", description="kvrt: a runtime for async key-value stores.")
-    parser.add_argument("--version", action="version", version=f"kvrt {kvrt.__version__}")
-    commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+def add_commands(commands: Commands) -> None:
+    """Add ``kvrt demo``."""
     demo = commands.add_parser(
         "demo",
         help="run memory and disk workers under load, with TTLs expiring and culled (no server needed)",
@@ -55,7 +26,22 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--loop", choices=["asyncio", "trio"], default="asyncio", help="event loop (default asyncio)")
     demo.add_argument("--directory", help="where the disk worker keeps its profiles (default: a temporary directory)")
     demo.add_argument("--verbose", action="store_true", help="also print the workers' lifecycle events")
-    return parser
+    demo.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; return its exit status."""
+    if args.loop not in anyio.get_available_backends():
+        print(f"kvrt: --loop {args.loop} needs {args.loop}: {install_hint(args.loop)}", file=sys.stderr)
+        return 2
+    try:
+        interrupted = anyio.run(_demo, args, backend=args.loop)
+    except KeyboardInterrupt:  # Ctrl-C before the demo could listen for it, or while it shut down
+        interrupted = True
+    if interrupted:
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED
+    return 0
 
 
 async def _demo(args: argparse.Namespace) -> bool:

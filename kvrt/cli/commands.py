@@ -1,0 +1,20 @@
+"""What every ``kvrt`` subcommand shares: its exit statuses and the type it registers its parsers on."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TypeAlias
+
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+"""What ``add_subparsers`` returns: each family of subcommands adds its parsers to it."""
+
+OK = 0
+"""Found, or done."""
+MISSING = 1
+"""The key asked for is not stored (or has expired)."""
+USAGE = 2
+"""Bad usage or a bad URL, as argparse exits on bad arguments."""
+UNAVAILABLE = 3
+"""The backend could not be reached, or failed."""
+INTERRUPTED = 130
+"""The exit status of a command stopped by Ctrl-C, as shells report it (128 + SIGINT)."""
