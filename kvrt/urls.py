@@ -319,16 +319,22 @@ def parse_url(url: str) -> tuple[Backend, dict[str, Any]]:
 
 
 def redacted(url: str) -> str:
-    """``url`` with any password (in its user part or its query) replaced by ``***``: how kvrt shows a URL anywhere."""
+    """``url`` with any password (in its user part or its query) replaced by ``***``: how kvrt shows a URL anywhere.
+
+    A URL with no password is returned as given (rebuilding it would drop an empty ``//``).
+    """
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unreadable URL>"
+    changed = False
     if parts.query and _SECRET_PARAMETER.search(parts.query):  # asyncpg and PyMongo take ?password= too
         query = [(name, "***" if _SECRET_PARAMETER.search(name) else value) for name, value in parse_qsl(parts.query)]
         parts = parts._replace(query=urlencode(query, safe="*"))
+        changed = True
     userinfo, at, hosts = parts.netloc.rpartition("@")
     if at and ":" in userinfo:
         user = userinfo.split(":", 1)[0]
         parts = parts._replace(netloc=f"{user}:***@{hosts}")  # hosts as given: a MongoDB URL may list several
-    return urlunsplit(parts)
+        changed = True
+    return urlunsplit(parts) if changed else url

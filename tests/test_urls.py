@@ -153,6 +153,8 @@ def test_every_scheme_is_listed_when_one_is_unknown() -> None:
 def test_redacted_hides_the_password_only() -> None:
     assert redacted("redis://user:hunter2@host:6379/0") == "redis://user:***@host:6379/0"
     assert redacted("redis://host:6379/0") == "redis://host:6379/0"
+    assert redacted("disk:///var/cache/app") == "disk:///var/cache/app"  # as typed: no empty // dropped
+    assert redacted("memory://") == "memory://"
     assert redacted("mongodb://app:hunter2@h1:1,h2:2/admin?tls=true") == "mongodb://app:***@h1:1,h2:2/admin?tls=true"
     assert (
         redacted("postgresql://u@h/db?password=hunter2&sslmode=require")

@@ -7,9 +7,9 @@ import logging
 from collections.abc import Sequence
 
 import kvrt
-from kvrt.cli import demo
+from kvrt.cli import demo, store
 
-FAMILIES = (demo,)
+FAMILIES = (demo, store)
 """Every module that adds subcommands: each has ``add_commands(commands)``, whose parsers set ``run``."""
 
 
