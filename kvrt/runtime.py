@@ -309,7 +309,7 @@ class Runtime:
 
     def stats(self) -> dict[str, WorkerStats]:
         """Return a snapshot of every worker, by name."""
-        return {name: worker.snapshot() for name, worker in self._workers.items()}
+        return {name: worker.snapshot() for name, worker in tuple(self._workers.items())}  # safe from another thread
 
     def runtime_stats(self) -> RuntimeStats:
         """Return the runtime-wide numbers: requests in flight now, the most ever, and the cap."""

@@ -3,8 +3,26 @@
 from __future__ import annotations
 
 import math
+from typing import Final
 
 import msgspec
+
+_BOUND_POWERS: Final = range(-17, 5)
+LATENCY_BOUNDS: Final = tuple(2.0**power for power in _BOUND_POWERS)
+"""The bounds, in seconds, :class:`LatencyBuckets` counts sampled latencies under: powers of two from 7.6 µs to
+16 s. Each is an edge of :class:`LatencyHistogram`'s own buckets, so the counts are exact, not interpolated."""
+
+
+class LatencyBuckets(msgspec.Struct, frozen=True, kw_only=True):
+    """The sampled latencies as cumulative counts (a Prometheus histogram's ``le`` buckets), with count and sum."""
+
+    under: tuple[int, ...] = ()
+    """How many sampled latencies were under each of :data:`LATENCY_BOUNDS` (a latency exactly on a bound counts
+    in the next bucket up)."""
+    count: int = 0
+    """Latencies sampled (every eighth answered request): at least ``under[-1]``."""
+    sum_seconds: float = 0.0
+    """Their sum."""
 
 
 class WorkerStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -54,6 +72,8 @@ class WorkerStats(msgspec.Struct, frozen=True, kw_only=True):
     latency_ms: dict[str, float]
     """Time from send to reply of answered requests (every eighth is sampled): ``p50``, ``p90``, ``p99``,
     ``max``, in milliseconds."""
+    latency_buckets: LatencyBuckets = msgspec.field(default_factory=LatencyBuckets)
+    """The same samples counted under :data:`LATENCY_BOUNDS`, for a histogram that can be summed across workers."""
 
 
 class RuntimeStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -68,7 +88,7 @@ class RuntimeStats(msgspec.Struct, frozen=True, kw_only=True):
 class LatencyHistogram:
     """Latencies in buckets an eighth of an octave wide: a few operations to record, percentiles within 7%."""
 
-    __slots__ = ("counts", "largest", "total")
+    __slots__ = ("counts", "largest", "seconds", "total")
 
     _SUB = 8
     _LOWEST = -32  # 2**-32 s, a quarter of a nanosecond
@@ -78,6 +98,8 @@ class LatencyHistogram:
         self.counts = [0] * self._SIZE
         self.total = 0
         self.largest = 0.0
+        self.seconds = 0.0
+        """The sum of the latencies recorded."""
 
     def record(self, seconds: float) -> None:
         """Count one latency."""
@@ -85,8 +107,20 @@ class LatencyHistogram:
         index = (exponent - self._LOWEST) * self._SUB + int((mantissa - 0.5) * 2 * self._SUB)
         self.counts[min(max(index, 0), self._SIZE - 1)] += 1
         self.total += 1
+        self.seconds += seconds
         if seconds > self.largest:
             self.largest = seconds
+
+    def buckets(self) -> LatencyBuckets:
+        """Return the counts under each of :data:`LATENCY_BOUNDS`, consistent even while another thread records."""
+        counts = self.counts[:]  # one copy, taken at once, that every figure is read from
+        under: list[int] = []
+        seen = start = 0
+        for stop in _BOUND_INDEXES:
+            seen += sum(counts[start:stop])
+            under.append(seen)
+            start = stop
+        return LatencyBuckets(under=tuple(under), count=seen + sum(counts[start:]), sum_seconds=self.seconds)
 
     def percentile(self, fraction: float) -> float:
         """Return the latency that ``fraction`` of the recorded ones do not exceed (its bucket's middle), in seconds."""
@@ -110,6 +144,10 @@ class LatencyHistogram:
             "p99": self.percentile(0.99) * 1000,
             "max": self.largest * 1000,
         }
+
+
+_BOUND_INDEXES: Final = tuple((power + 1 - LatencyHistogram._LOWEST) * LatencyHistogram._SUB for power in _BOUND_POWERS)
+"""The bucket each bound is the lower edge of (2**power is 0.5 * 2**(power + 1)): those before hold what is under it."""
 
 
 class Counters:

@@ -658,4 +658,5 @@ class Worker:
             circuit=self.breaker.state,
             circuit_trips=self.breaker.trips,
             latency_ms=counters.latency.summary_ms(),
+            latency_buckets=counters.latency.buckets(),
         )
