@@ -70,6 +70,7 @@ OPTIONAL = {
     "kvrt.backends.rocksdb": "rocksdb",
     "kvrt.backends.chdb": "chdb",
     "kvrt.backends.keyring": "keyring",
+    "kvrt.metrics": "metrics",
 }
 """Backend modules whose driver comes with an extra, and that extra."""
 
@@ -143,6 +144,8 @@ def test_no_extra_is_installed(fresh: FreshInstall) -> None:
         "rocksdict",
         "chdb",
         "keyring",
+        "prometheus_client",
+        "matplotlib",
     )
     result = fresh.run("-c", f"import importlib.util as u; print([m for m in {extras!r} if u.find_spec(m)])")
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
@@ -245,3 +248,14 @@ def test_demo_under_trio_without_trio_says_what_to_install(fresh: FreshInstall) 
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.strip() == "kvrt: --loop trio needs trio: pip install 'kvrt[trio]'"
+
+
+def test_store_commands_work_after_a_plain_install(fresh: FreshInstall, tmp_path: Path) -> None:
+    url = f"disk://{tmp_path}"
+    put = fresh.run("-m", "kvrt", "put", url, "alice", '{"name": "Alice"}', "-c", "users")
+    assert put.returncode == 0, put.stderr
+    got = fresh.run("-m", "kvrt", "get", url, "alice", "-c", "users")
+    assert (got.returncode, got.stdout.strip()) == (0, '{"name":"Alice"}'), got.stderr
+    trio = fresh.run("-m", "kvrt", "get", url, "alice", "--loop", "trio")
+    assert trio.returncode == 2
+    assert trio.stderr.strip().endswith("pip install 'kvrt[trio]'"), trio.stderr
