@@ -1,13 +1,14 @@
 """The shared harness of kvrt's comparative benches: the same workload through two subjects in one process.
 
-Each round runs puts of a 3-field dict, then gets of the same keys, with 1 caller and with 64
-concurrent callers, through each subject in turn (fresh for every round), so machine noise falls on
-both; the best round of each is reported with the ratio. While each run goes on, a monitor task
-sleeps 1 ms in a loop and records how late it wakes: the worst stall the run inflicted on the host
-loop, reported as the median over the rounds (the run's own) and the worst of all rounds (which
-includes the machine's hiccups). The same monitor on an idle loop gives the machine's own floor (a
-shared VM stalls an idle loop too). Before each timed run the garbage collector runs, so no run
-pays for the last one's garbage.
+Each round runs the standard workload (kvrt.workload, which ``kvrt bench`` runs too): puts of a
+3-field dict, then gets of the same keys, with 1 caller and with 64 concurrent callers, through
+each subject in turn (fresh for every round), so machine noise falls on both; the best round of
+each is reported with the ratio. While each run goes on, a monitor task sleeps 1 ms in a loop and
+records how late it wakes: the worst stall the run inflicted on the host loop, reported as the
+median over the rounds (the run's own) and the worst of all rounds (which includes the machine's
+hiccups). The same monitor on an idle loop gives the machine's own floor (a shared VM stalls an
+idle loop too). Before each timed run the garbage collector runs, so no run pays for the last
+one's garbage.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ import argparse
 import gc
 import platform
 import sys
-import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +26,12 @@ from typing import Any
 import anyio
 
 import kvrt
+from kvrt import workload
 from kvrt.backends.memory import MemoryBackend
 from kvrt.handle import Handle
+from kvrt.workload import Run
 
-VALUE = {"name": "Alice", "age": 30, "active": True}
+VALUE = workload.VALUE
 KEYS_PER_CALLER = {1: 20_000, 64: 500}
 IDLE_SECONDS = 3.0
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -43,12 +45,6 @@ async def kvrt_memory() -> AsyncIterator[Handle]:
     """kvrt's memory backend: the same runtime and load without I/O (what callers' own work stalls the loop by)."""
     async with kvrt.Runtime() as runtime:
         yield await runtime.spawn(MemoryBackend(max_entries_per_collection=1_000_000))
-
-
-@dataclass
-class Run:
-    ops_per_second: float
-    worst_stall_ms: float
 
 
 @dataclass
@@ -74,54 +70,16 @@ class Table:
     """The worst stall of the host loop with nothing running, over ``IDLE_SECONDS``."""
 
 
-async def _stall_monitor(done: anyio.Event, worst: list[float]) -> None:
-    while not done.is_set():
-        started = time.perf_counter()
-        await anyio.sleep(0.001)
-        worst[0] = max(worst[0], time.perf_counter() - started - 0.001)
-
-
-async def _timed(callers: int, work: Callable[[int], Coroutine[Any, Any, None]]) -> Run:
-    gc.collect()  # start clean: no run pays for collecting the garbage of the run before it
-    worst = [0.0]
-    done = anyio.Event()
-    async with anyio.create_task_group() as monitor:
-        monitor.start_soon(_stall_monitor, done, worst)
-        await anyio.sleep(0.005)
-        started = time.perf_counter()
-        async with anyio.create_task_group() as group:
-            for caller in range(callers):
-                group.start_soon(work, caller)
-        elapsed = time.perf_counter() - started
-        done.set()
-    return Run(callers * KEYS_PER_CALLER[callers] / elapsed, worst[0] * 1000)
-
-
 async def _idle_stall() -> float:
-    worst = [0.0]
-    done = anyio.Event()
-    async with anyio.create_task_group() as monitor:
-        monitor.start_soon(_stall_monitor, done, worst)
-        await anyio.sleep(IDLE_SECONDS)
-        done.set()
-    return worst[0] * 1000
+    return await workload.idle_stall(IDLE_SECONDS)
 
 
 async def _round(store: Any, callers: int, results: dict[str, Best]) -> None:
-    count = KEYS_PER_CALLER[callers]
-    keys = [[f"user-{caller}-{index}" for index in range(count)] for caller in range(callers)]
-
-    async def puts(caller: int) -> None:
-        for key in keys[caller]:
-            await store.put(key, VALUE, collection="bench")
-
-    async def gets(caller: int) -> None:
-        for key in keys[caller]:
-            if await store.get(key, collection="bench") is None:
-                raise AssertionError(f"{key} went missing")
-
-    results["put"].runs.append(await _timed(callers, puts))
-    results["get"].runs.append(await _timed(callers, gets))
+    put, get = await workload.run_workload(store, callers, callers * KEYS_PER_CALLER[callers])
+    if get.missing:
+        raise AssertionError(f"{get.missing} of {get.operations} keys went missing")
+    results["put"].runs.append(put)
+    results["get"].runs.append(get)
 
 
 async def compare(subjects: dict[str, Subject], rounds: int) -> Table:

@@ -7,9 +7,9 @@ import logging
 from collections.abc import Sequence
 
 import kvrt
-from kvrt.cli import demo, store
+from kvrt.cli import bench, demo, store
 
-FAMILIES = (demo, store)
+FAMILIES = (demo, store, bench)
 """Every module that adds subcommands: each has ``add_commands(commands)``, whose parsers set ``run``."""
 
 

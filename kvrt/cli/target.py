@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -45,7 +45,7 @@ def add_loop_option(parser: argparse.ArgumentParser) -> None:
 def run(command: Command, args: argparse.Namespace) -> int:
     """Run ``command`` on the event loop ``args.loop`` names; return its exit status, or the failure's."""
     loop = getattr(args, "loop", "asyncio")
-    secrets = _secrets(*(value for value in vars(args).values() if isinstance(value, str) and "://" in value))
+    secrets = secrets_in(*vars(args).values())
     if loop not in anyio.get_available_backends():
         return failed(MissingExtraError(f"--loop {loop} needs {loop}: {install_hint(loop)}"), secrets)
     try:
@@ -68,25 +68,42 @@ def status_of(error: BaseException) -> int:
     return UNAVAILABLE
 
 
-def failed(error: BaseException, secrets: tuple[str, ...] = ()) -> int:
+def failed(error: BaseException, secrets: Sequence[str] = ()) -> int:
     """Print ``error`` as one line on stderr, with every secret masked; return its exit status."""
-    line = f"kvrt: {type(error).__name__}: {' '.join(str(error).split())}"
+    print(f"kvrt: {described(error, secrets)}", file=sys.stderr)
+    return status_of(first_of(error))
+
+
+def described(error: BaseException, secrets: Sequence[str] = ()) -> str:
+    """Return ``error`` (a group's first) as one line, its name first, with every secret masked."""
+    error = first_of(error)
+    line = f"{type(error).__name__}: {' '.join(str(error).split())}"
     for secret in secrets:
         line = line.replace(secret, "***")
-    print(line, file=sys.stderr)
-    return status_of(error)
+    return line
 
 
-def _secrets(*urls: str) -> tuple[str, ...]:
-    """Return the passwords ``urls`` carry (in their user part or a ``password=`` parameter), as given and decoded."""
+def first_of(error: BaseException) -> BaseException:
+    """Return the first error a task group's group holds (a command's tasks fail alike), or ``error``."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
+
+
+def secrets_in(*arguments: object) -> tuple[str, ...]:
+    """Return the passwords the URLs among ``arguments`` carry (alone or in lists), as given and decoded."""
+    urls = [url for argument in arguments for url in (argument if isinstance(argument, list) else [argument])]
     found: set[str] = set()
     for url in urls:
+        if not isinstance(url, str) or "://" not in url:
+            continue
         try:
             parts = urlsplit(url)
+            password = parts.password
         except ValueError:
             continue
-        if parts.password:
-            found.add(parts.password)
+        if password:
+            found.add(password)
         found.update(value for name, value in parse_qsl(parts.query) if "password" in name.lower() and value)
     return tuple(sorted(found | {unquote(secret) for secret in found}, key=len, reverse=True))
 
