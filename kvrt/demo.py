@@ -2,10 +2,10 @@
 
 Four workers serve many concurrent callers: a memory session store whose entries live a second or
 two, a read-mostly memory cache, short-lived memory rate-limit counters, and user profiles on disk
-(the persistent default). Every second the demo prints what each worker did: requests answered,
-how many were merged into each backend call, the mailbox, live keys, and expired entries culled in
-the background. At the end it reopens the disk directory in a fresh runtime to show the profiles
-survived.
+(the persistent default). While they run, the demo shows the live view ``kvrt top`` shows (each
+worker's state, mailbox, ops/s, latency, batching, culled expired entries), redrawn every second;
+at the end, a summary of what each worker did, and the disk directory reopened in a fresh runtime
+to show the profiles survived.
 """
 
 from __future__ import annotations
@@ -18,63 +18,88 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
 
 from kvrt.backends.disk import DiskBackend
 from kvrt.backends.memory import MemoryBackend
+from kvrt.cli.view import LEGEND, Screen, StatsView, frame_console
 from kvrt.handle import Handle, KeysSegment
 from kvrt.policies import CullPolicy
 from kvrt.runtime import Runtime
 from kvrt.stats import WorkerStats
+from kvrt.stats_server import snapshot_of
 
-Say = Callable[[str], None]
+LIVE_COLLECTIONS = ("default_collection", "pages", "profiles")
+"""The collections the demo's callers write, counted for the summary's live keys."""
 
 
 async def run_demo(
     seconds: float = 5.0,
     callers: int = 48,
     directory: str | None = None,
-    say: Say = print,
+    console: Console | None = None,
     stop: anyio.Event | None = None,
+    stats_address: str | None = None,
 ) -> dict[str, WorkerStats]:
     """Run the demo for ``seconds`` (profiles in ``directory``, a temporary one by default); return final stats.
 
-    Setting ``stop`` ends the load early (``kvrt demo`` sets it on Ctrl-C): the callers finish the
-    call they are in, the runtime drains, and the summary and the reopened directory are shown.
+    The live view and the summary go to ``console`` (stdout by default), written from a thread so a
+    slow terminal never holds up the loop the workers run on. Setting ``stop`` ends the load early
+    (``kvrt demo`` sets it on Ctrl-C): the callers finish the call they are in, the runtime drains,
+    and the summary and the reopened directory are shown. ``stats_address`` also serves the
+    runtime's stats there, for ``kvrt top``.
     """
     stop = stop or anyio.Event()
+    console = console or frame_console()
     with tempfile.TemporaryDirectory() as scratch:
         where = Path(directory or scratch)
-        async with Runtime(cull=CullPolicy(interval=0.25, budget=256)) as runtime:
+        async with Runtime(cull=CullPolicy(interval=0.25, budget=256), stats_address=stats_address) as runtime:
             sessions = await runtime.spawn(MemoryBackend(max_entries_per_collection=50_000), name="sessions")
             cache = await runtime.spawn(MemoryBackend(max_entries_per_collection=2_000), name="cache")
             limits = await runtime.spawn(MemoryBackend(), name="ratelimit")
             profiles = await runtime.spawn(DiskBackend(where), name="profiles")
             handles: list[Handle] = [sessions, cache, limits, profiles]
-            say(f"kvrt demo: {callers} callers on 3 memory workers and 1 disk worker ({where}) for {seconds:g} s")
-            say(_LEGEND)
+            lines = [f"kvrt demo: {callers} callers on 3 memory workers and 1 disk worker ({where}) for {seconds:g} s"]
+            if runtime.stats_address is not None:
+                lines.append(
+                    f"stats served at {runtime.stats_address}: watch them with kvrt top {runtime.stats_address}"
+                )
+            lines.append(f"{LEGEND}.")
+            await _print(console, *(Text(line) for line in lines), Text())
+            started = anyio.current_time()
             async with anyio.create_task_group() as group:
-                group.start_soon(_reporter, runtime, handles, seconds, stop, say)
+                group.start_soon(_live_view, runtime, console, seconds, stop)
                 async with anyio.create_task_group() as load:
                     for number in range(callers):
                         load.start_soon(_caller, number, handles, stop)
                     with anyio.move_on_after(seconds):
                         await stop.wait()
                     stop.set()  # each caller finishes the call it is in
-            final = runtime.stats()
+            elapsed = anyio.current_time() - started
+            live = {handle.name: await _live_keys(handle) for handle in handles}
+            final, totals = runtime.stats(), runtime.runtime_stats()
             written = final["profiles"].ops.get("put", 0)
-        say(_summary(final))
+        summary = _summary(final, live, elapsed, totals.peak_in_flight, totals.max_in_flight)
         async with Runtime() as reopened:
             again = await reopened.spawn(DiskBackend(where), name="profiles")
             kept = len(await again.keys("profiles"))
-        say(f"\nreopened {where} in a fresh runtime: {kept:,} profiles on disk ({written:,} writes made them)")
+        reopened_line = f"reopened {where} in a fresh runtime: {kept:,} profiles on disk ({written:,} writes made them)"
+        await _print(console, summary, Text(), Text(reopened_line))
     return final
 
 
-_LEGEND = """
-req/s: requests answered per second; per call: requests merged into each backend call; mailbox:
-requests waiting for their worker; live keys: entries stored now; culled: expired entries removed
-in the background so far.
-"""
+async def _print(console: Console, *renderables: RenderableType) -> None:
+    """Print on ``console`` from a thread: the loop goes on serving however slow the terminal is."""
+
+    def write() -> None:
+        with console:  # one write for them all
+            for renderable in renderables:
+                console.print(renderable, soft_wrap=not console.is_terminal)  # in a pipe a line is never cut
+
+    await anyio.to_thread.run_sync(write)
 
 
 async def _caller(number: int, handles: list[Handle], stop: anyio.Event) -> None:
@@ -98,49 +123,70 @@ async def _caller(number: int, handles: list[Handle], stop: anyio.Event) -> None
         await rng.choices(work, weights)[0]()
 
 
-async def _reporter(runtime: Runtime, handles: list[Handle], seconds: float, stop: anyio.Event, say: Say) -> None:
-    """Print a row per worker every second (on the second, however long a row takes), and at the end."""
-    say(f"{'time':>5}  {'worker':<10} {'req/s':>8} {'per call':>8} {'mailbox':>7} {'live keys':>9} {'culled':>8}")
-    previous = {name: sum(stats.ops.values()) for name, stats in runtime.stats().items()}
-    started = last = anyio.current_time()
-    tick = 0
-    while not stop.is_set():
-        tick += 1
-        if tick < seconds:
-            with anyio.move_on_after(started + tick - anyio.current_time()):
+async def _live_view(runtime: Runtime, console: Console, seconds: float, stop: anyio.Event) -> None:
+    """Redraw the live view every second (on the second, however long a frame takes to draw), and at the end."""
+    view = StatsView()
+    view.render(snapshot_of(runtime), "")  # the base the first second's ops/s are measured from
+    started = anyio.current_time()
+    with Screen(console) as screen:
+        tick = 0
+        last = False
+        while not last:
+            tick = max(tick + 1, int(anyio.current_time() - started) + 1)  # a late frame skips a tick, not bunches
+            if tick < seconds:
+                with anyio.move_on_after(started + tick - anyio.current_time()):
+                    await stop.wait()
+            else:
                 await stop.wait()
-        else:
-            await stop.wait()  # the last row, when the load stops
-        now = anyio.current_time()
-        stats = runtime.stats()
-        for handle in handles:
-            worker = stats[handle.name]
-            done = sum(worker.ops.values())
-            live = (
-                sum([len(await handle.keys(name)) for name in ("default_collection", "pages", "profiles")])
-                if isinstance(handle, KeysSegment)
-                else 0
-            )
-            rate = (done - previous[handle.name]) / max(now - last, 1e-3)
-            say(
-                f"{now - started:>4.1f}s  {handle.name:<10} {rate:>8,.0f} "
-                f"{worker.mean_batch:>8.1f} {worker.mailbox_depth:>7} {live:>9,} {worker.culled:>8,}"
-            )
-            previous[handle.name] = done
-        last = now
-        say("")
+            last = stop.is_set()  # the last frame, drawn when the load has stopped
+            elapsed = anyio.current_time() - started
+            frame = view.render(snapshot_of(runtime), f"kvrt demo {elapsed:4.1f} s of {seconds:g} s")
+            await anyio.to_thread.run_sync(screen.show, frame)
+
+
+async def _live_keys(handle: Handle) -> int:
+    """Return how many entries ``handle``'s worker holds now in the demo's collections."""
+    if not isinstance(handle, KeysSegment):
+        return 0
+    return sum([len(await handle.keys(name)) for name in LIVE_COLLECTIONS])
 
 
 _OP_NAMES = {"keys": "key listings"}
 """How the summary names an operation, where its own name would read as something else."""
 
 
-def _summary(final: dict[str, WorkerStats]) -> str:
-    lines = ["done:"]
+def _summary(
+    final: dict[str, WorkerStats], live: dict[str, int], elapsed: float, peak: int, cap: int
+) -> RenderableType:
+    """Return one screen of what each worker did over the run."""
+    answered = sum(sum(stats.ops.values()) for stats in final.values())
+    headline = (
+        f"done in {elapsed:.1f} s: {answered:,} requests answered ({answered / max(elapsed, 1e-3):,.0f}/s), "
+        f"at most {peak:,} in flight (cap {cap:,})"
+    )
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=0)
+    table.add_column("worker", style="bold", no_wrap=True)
+    table.add_column("requests answered")
+    table.add_column("backend\ncalls", justify="right")
+    table.add_column("mean / largest\nbatch", justify="right")
+    table.add_column("p50 / p99\nms", justify="right")
+    table.add_column("culled", justify="right")
+    table.add_column("live\nkeys", justify="right")
+    table.add_column("restarts", justify="right")
+    table.add_column("errors")
     for name, stats in final.items():
         ops = ", ".join(f"{count:,} {_OP_NAMES.get(op, op)}" for op, count in sorted(stats.ops.items()))
-        lines.append(
-            f"  {name:<10} {ops}; {stats.batches:,} backend calls (largest {stats.max_batch}), "
-            f"{stats.culled:,} expired entries culled, {stats.restarts} restarts, errors: {stats.errors or 'none'}"
+        errors = ", ".join(f"{count:,} {kind}" for kind, count in sorted(stats.errors.items())) or "none"
+        latency = stats.latency_ms
+        table.add_row(
+            name,
+            ops,
+            f"{stats.batches:,}",
+            f"{stats.mean_batch:.1f} / {stats.max_batch}",
+            f"{latency.get('p50', 0.0):.2f} / {latency.get('p99', 0.0):.2f}",
+            f"{stats.culled:,}",
+            f"{live.get(name, 0):,}",
+            f"{stats.restarts}",
+            Text(errors, style="red" if stats.errors else ""),
         )
-    return "\n".join(lines)
+    return Group(Text(headline, style="bold"), table)

@@ -47,6 +47,7 @@ from kvrt.inflight import DEFAULT_MAX_IN_FLIGHT
 from kvrt.policies import RuntimePolicies, SpawnOptions
 from kvrt.runtime import Runtime
 from kvrt.stats import RuntimeStats, WorkerStats
+from kvrt.stats_server import parse_stats_address
 
 if TYPE_CHECKING:
     from kvrt.backends.redis import RedisBackend
@@ -60,10 +61,14 @@ class DetachedRuntime:
     """A :class:`~kvrt.Runtime` running on an asyncio loop in a thread it owns, started on first use.
 
     Takes the same policies as ``Runtime(...)``. :meth:`open` makes handles; :meth:`close` (or
-    leaving ``with``) drains every worker, closes the backends and ends the thread.
+    leaving ``with``) drains every worker, closes the backends and ends the thread. A
+    ``stats_address`` is served from when the thread starts (on first use) until it ends.
     """
 
     def __init__(self, **policies: Unpack[RuntimePolicies]) -> None:
+        address = policies.get("stats_address")
+        if address is not None:
+            parse_stats_address(address)  # refused here, at the call, not when the thread starts
         self._policies = policies
         self.shutdown_grace = policies.get("shutdown_grace", 5.0)
         self._lock = threading.Lock()
@@ -125,6 +130,12 @@ class DetachedRuntime:
         remote = _Remote(self, backend, name, spawn_options)
         handle_type = handle_class(backend.capabilities, DetachedHandle)
         return handle_type(remote, default_collection=default, request_timeout=timeout)
+
+    @property
+    def stats_address(self) -> str | None:
+        """Where this runtime serves its stats, if it does: once started, with the port chosen for ``host:0``."""
+        runtime = self._runtime
+        return runtime.stats_address if runtime is not None else self._policies.get("stats_address")
 
     def stats(self) -> dict[str, WorkerStats]:
         """Return a snapshot of every worker that has been spawned, by name."""

@@ -124,6 +124,7 @@ class RuntimePolicies(TypedDict, total=False):
     circuit: CircuitPolicy | None
     max_in_flight: int
     shutdown_grace: float
+    stats_address: str | None
 
 
 Seed = Mapping[str, Mapping[str, Mapping[str, Any]]]

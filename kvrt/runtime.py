@@ -43,6 +43,7 @@ from kvrt.policies import (
     Strategy,
 )
 from kvrt.stats import RuntimeStats, WorkerStats
+from kvrt.stats_server import StatsAddress, StatsServer, parse_stats_address
 from kvrt.supervisor import Supervisor
 from kvrt.wakeups import AwaitedEvent, reply_events
 from kvrt.worker import Worker
@@ -71,7 +72,9 @@ class Runtime:
 
     The policies given here are the defaults for every worker; :meth:`spawn` can override them.
     ``max_in_flight`` caps the requests sent and not yet answered across all workers: a caller past
-    it waits its turn (within its request timeout).
+    it waits its turn (within its request timeout). ``stats_address`` (a Unix socket path, or a
+    loopback ``host:port``) serves :meth:`stats` snapshots there while the runtime runs, for
+    ``kvrt top`` (:mod:`kvrt.stats_server`); off by default.
     """
 
     def __init__(
@@ -83,6 +86,7 @@ class Runtime:
         circuit: CircuitPolicy | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         shutdown_grace: float = 5.0,
+        stats_address: str | None = None,
     ) -> None:
         self.mailbox = mailbox or MailboxPolicy()
         self.restart = restart or RestartPolicy()
@@ -99,6 +103,17 @@ class Runtime:
         self._new_event: Callable[[], AwaitedEvent] = anyio.Event
         self._asyncio_host: AsyncioThread | None = None
         self._closed = False
+        self._stats_address: StatsAddress | None = None
+        if stats_address is not None:
+            self._stats_address = parse_stats_address(stats_address)  # a non-loopback host is refused here
+        self._stats_server: StatsServer | None = None
+
+    @property
+    def stats_address(self) -> str | None:
+        """Where this runtime serves its stats, if it does: with the port the system chose, for ``host:0``."""
+        server = self._stats_server
+        address = server.address if server is not None else self._stats_address
+        return None if address is None else str(address)
 
     @staticmethod
     def detached(**policies: Unpack[RuntimePolicies]) -> DetachedRuntime:
@@ -110,10 +125,14 @@ class Runtime:
     async def __aenter__(self) -> Self:
         if self._task_group is not None or self._closed:
             raise RuntimeError("a Runtime can be entered only once")
+        if self._stats_address is not None:  # bound first: an address in use fails the entry, leaving nothing
+            self._stats_server = await StatsServer.bind(self._stats_address, self)
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
         self._new_event = reply_events()  # fixed for the runtime's life: one event per request
+        if self._stats_server is not None:
+            task_group.start_soon(self._stats_server.serve, name="kvrt stats server")
         return self
 
     async def __aexit__(
@@ -147,8 +166,10 @@ class Runtime:
                     raise failures[0] from None  # a critical backend gave up
                 raise
             finally:
-                if self._asyncio_host is not None:
-                    with anyio.CancelScope(shield=True):
+                with anyio.CancelScope(shield=True):
+                    if self._stats_server is not None:
+                        await self._stats_server.aclose()
+                    if self._asyncio_host is not None:
                         await self._asyncio_host.stop()
         return None
 

@@ -9,8 +9,9 @@ import sys
 import anyio
 
 from kvrt.cli.commands import INTERRUPTED, Commands
-from kvrt.demo import run_demo
+from kvrt.cli.target import failed
 from kvrt.extras import install_hint
+from kvrt.stats_server import parse_stats_address
 
 
 def add_commands(commands: Commands) -> None:
@@ -18,13 +19,20 @@ def add_commands(commands: Commands) -> None:
     demo = commands.add_parser(
         "demo",
         help="run memory and disk workers under load, with TTLs expiring and culled (no server needed)",
-        description="Run three memory workers and one disk worker under load for a few seconds, printing what "
-        "each does every second, then reopen the disk directory to show what persisted. Ctrl-C stops early.",
+        description="Run three memory workers and one disk worker under load for a few seconds, showing each "
+        "worker live (as kvrt top does) every second, then a summary, then reopen the disk directory to show "
+        "what persisted. Ctrl-C stops early.",
     )
     demo.add_argument("--seconds", type=float, default=5.0, help="how long to run (default 5)")
     demo.add_argument("--callers", type=int, default=48, help="concurrent application tasks (default 48)")
     demo.add_argument("--loop", choices=["asyncio", "trio"], default="asyncio", help="event loop (default asyncio)")
     demo.add_argument("--directory", help="where the disk worker keeps its profiles (default: a temporary directory)")
+    demo.add_argument(
+        "--stats-address",
+        metavar="ADDRESS",
+        help="also serve the runtime's stats at ADDRESS (a Unix socket path or a loopback host:port), "
+        "for kvrt top ADDRESS",
+    )
     demo.add_argument("--verbose", action="store_true", help="also print the workers' lifecycle events")
     demo.set_defaults(run=run)
 
@@ -35,9 +43,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"kvrt: --loop {args.loop} needs {args.loop}: {install_hint(args.loop)}", file=sys.stderr)
         return 2
     try:
+        if args.stats_address is not None:
+            parse_stats_address(args.stats_address)  # a bad address is bad usage, said before any work
         interrupted = anyio.run(_demo, args, backend=args.loop)
     except KeyboardInterrupt:  # Ctrl-C before the demo could listen for it, or while it shut down
         interrupted = True
+    except (ValueError, OSError) as error:  # a non-loopback stats address, or one another process serves
+        return failed(error)
     if interrupted:
         print("interrupted", file=sys.stderr)
         return INTERRUPTED
@@ -46,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
 
 async def _demo(args: argparse.Namespace) -> bool:
     """Run the demo; return whether Ctrl-C (or SIGTERM) stopped it early."""
+    from kvrt.demo import run_demo  # kvrt.demo draws with kvrt.cli.view: imported once the cli package is
+
     stop = anyio.Event()
     interrupted = False
     async with anyio.create_task_group() as group:
@@ -60,10 +74,6 @@ async def _demo(args: argparse.Namespace) -> bool:
                     stop.set()
 
         group.start_soon(listen, group.cancel_scope)
-        await run_demo(args.seconds, args.callers, args.directory, say=_say, stop=stop)
+        await run_demo(args.seconds, args.callers, args.directory, stop=stop, stats_address=args.stats_address)
         group.cancel_scope.cancel()
     return interrupted
-
-
-def _say(line: str) -> None:
-    print(line, flush=True)  # each row as it happens, also into a pipe
