@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar
 import diskcache
 
 from kvrt.backends.base import Backend, Capabilities
-from kvrt.backends.layout import collection_prefix, split_compound_key
+from kvrt.backends.layout import collection_prefix, past_prefix, split_compound_key
 from kvrt.lanes import ThreadLane
 
 _T = TypeVar("_T")
@@ -45,6 +45,14 @@ _SELECT_LIVE = (
 _MODE_RAW = 1  # diskcache's mode of a value stored inline as it is
 _FILES_SIZE = "SELECT value FROM Settings WHERE key = 'size'"  # diskcache's running total of its files' bytes
 _IN_FILES = "SELECT 1 FROM Cache WHERE raw = 1 AND filename IS NOT NULL AND key IN ({}) LIMIT 1"
+
+_LIVE_NAMES = (
+    "SELECT key FROM Cache WHERE raw = 1 AND typeof(key) = 'text' AND (expire_time IS NULL OR expire_time > ?)"
+)
+"""The live str keys of a cache (diskcache keeps a str key as it is): one query, where ``iterkeys`` makes one a key."""
+_LIVE_KEYS = f"{_LIVE_NAMES} AND key >= ? AND key < ?"
+"""The same, of one collection's prefix: a range on diskcache's key index."""
+
 
 EvictionPolicy = Literal["least-recently-stored", "least-recently-used", "least-frequently-used", "none"]
 
@@ -252,7 +260,7 @@ class DiskBackend(Backend):
         return removed, done
 
     async def keys(self, collection: str, limit: int | None) -> list[str]:
-        """Return the live keys of ``collection`` (a scan of the cache that holds it)."""
+        """Return the live keys of ``collection``: one query on the key index of the cache that holds it."""
         return await self._run(self._keys, collection, limit)
 
     def _keys(self, collection: str, limit: int | None) -> list[str]:
@@ -260,24 +268,23 @@ class DiskBackend(Backend):
         if place is None:
             return []
         cache, prefix = place
-        names: list[str] = []
-        for stored in cache.iterkeys():
-            if isinstance(stored, str) and stored.startswith(prefix) and stored in cache:
-                names.append(stored[len(prefix) :])
-                if limit is not None and len(names) >= limit:
-                    break
-        return names
+        query, arguments = (
+            (_LIVE_KEYS, [time.time(), prefix, past_prefix(prefix)]) if prefix else (_LIVE_NAMES, [time.time()])
+        )
+        if limit is not None:
+            query, arguments = f"{query} LIMIT ?", [*arguments, limit]
+        start = len(prefix)
+        return [stored[start:] for (stored,) in cache._con.execute(query, arguments)]
 
     async def collections(self, limit: int | None) -> list[str]:
-        """Return the collections that hold live entries (a scan of the whole cache)."""
+        """Return the collections that hold live entries (one query over the whole cache's keys)."""
         return await self._run(self._collections, limit)
 
     def _collections(self, limit: int | None) -> list[str]:
-        cache = self.cache
         names: dict[str, None] = {}
-        for stored in cache.iterkeys():
+        for (stored,) in self.cache._con.execute(_LIVE_NAMES, (time.time(),)):
             parts = split_compound_key(stored)
-            if parts is not None and parts[0] not in names and stored in cache:
+            if parts is not None and parts[0] not in names:
                 names[parts[0]] = None
                 if limit is not None and len(names) >= limit:
                     break

@@ -19,6 +19,14 @@ def collection_prefix(collection: str) -> str:
     return collection + SEPARATOR
 
 
+def past_prefix(prefix: str) -> str:
+    """Return the first string after every string that starts with ``prefix`` (a collection's end, for a range scan).
+
+    Code point order is UTF-8 byte order, so this holds for SQLite's text and RocksDB's bytes alike.
+    """
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
 def compound_key(collection: str, key: str) -> str:
     """Return the stored key of ``key`` in ``collection``."""
     return collection_prefix(collection) + key

@@ -40,7 +40,7 @@ from typing import Any, TypeVar, cast
 
 from kvrt.backends.base import Backend, Capabilities
 from kvrt.backends.documents import expiry, is_live
-from kvrt.backends.layout import SEPARATOR, collection_prefix, split_compound_key
+from kvrt.backends.layout import SEPARATOR, collection_prefix, past_prefix, split_compound_key
 from kvrt.errors import StoreSetupError
 from kvrt.extras import needs_extra
 from kvrt.lanes import ThreadLane
@@ -54,8 +54,6 @@ _log = logger.bind(backend="rocksdb")
 
 _DELETE_CHUNK = 4096
 """Deletes per ``WriteBatch`` when a whole collection (or everything) goes: bounded memory, whatever its size."""
-_NEXT = chr(ord(SEPARATOR[-1]) + 1)
-"""What replaces the separator's last character to make the first key after a whole collection."""
 _STALLED = "Result incomplete"
 """How rocksdict words RocksDB's ``Incomplete`` status: what a write with ``no_slowdown`` gets in a write stall."""
 _STALL_WAIT = (0.001, 0.05)
@@ -371,7 +369,7 @@ class RocksDBBackend(Backend):
                 if limit is not None and len(names) >= limit:
                     break
                 stored = name[: name.index(SEPARATOR) + len(SEPARATOR)]
-                iterator.seek(stored[:-1] + _NEXT)  # the first key after this collection's
+                iterator.seek(past_prefix(stored))  # the first key after this collection's
         finally:
             del iterator
         return names
