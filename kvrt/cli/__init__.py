@@ -7,9 +7,9 @@ import logging
 from collections.abc import Sequence
 
 import kvrt
-from kvrt.cli import bench, demo, store, top
+from kvrt.cli import bench, copy, demo, store, top
 
-FAMILIES = (demo, store, top, bench)
+FAMILIES = (demo, store, copy, top, bench)
 """Every module that adds subcommands: each has ``add_commands(commands)``, whose parsers set ``run``."""
 
 
