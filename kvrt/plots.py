@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kvrt.extras import needs_extra
-from kvrt.workload import Measured, Results
+from kvrt.workload import Measured, Results, Run
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -141,13 +141,7 @@ def _throughput(by_backend: dict[str, list[Measured]], results: Results) -> Figu
     chart, axes = _grid(len(by_backend))
     for index, (backend, measured) in enumerate(by_backend.items()):
         panel = _panel(axes, index)
-        for subject, colour in _subjects(by_backend).items():
-            for op, style in OP_STYLES.items():
-                series = _series(measured, subject, op)
-                if series:
-                    xs = [m.run.callers for m in series]
-                    ys = [m.run.ops_per_second for m in series]
-                    panel.plot(xs, ys, color=colour, linestyle=style, marker="o", markersize=4)
+        _plot_ops(panel, measured, _subjects(by_backend), lambda run: run.ops_per_second)
         log_axis(panel, engineering=True)
         callers_axis(panel, sorted({m.run.callers for m in measured}))
         panel.set_ylabel("operations per second")
@@ -180,17 +174,21 @@ def _latency(by_backend: dict[str, list[Measured]], results: Results) -> Figure:
     return chart
 
 
+def _plot_ops(panel: Axes, measured: list[Measured], subjects: dict[str, str], figure: Callable[[Run], float]) -> None:
+    """Draw ``figure`` of each subject's runs against callers, a line per op in its style."""
+    for subject, colour in subjects.items():
+        for op, style in OP_STYLES.items():
+            series = _series(measured, subject, op)
+            if series:
+                xs = [m.run.callers for m in series]
+                panel.plot(xs, [figure(m.run) for m in series], color=colour, linestyle=style, marker="o", markersize=4)
+
+
 def _stall(by_backend: dict[str, list[Measured]], results: Results) -> Figure:
     chart, axes = _grid(len(by_backend))
     for index, (backend, measured) in enumerate(by_backend.items()):
         panel = _panel(axes, index)
-        for subject, colour in _subjects(by_backend).items():
-            for op, style in OP_STYLES.items():
-                series = _series(measured, subject, op)
-                if series:
-                    xs = [m.run.callers for m in series]
-                    ys = [max(m.run.worst_stall_ms, 0.01) for m in series]  # a log axis has no zero
-                    panel.plot(xs, ys, color=colour, linestyle=style, marker="o", markersize=4)
+        _plot_ops(panel, measured, _subjects(by_backend), lambda run: max(run.worst_stall_ms, 0.01))  # log: no zero
         floor = max(results.idle_stall_ms, 0.01)
         panel.axhline(floor, color="black", linestyle=(0, (1, 3)), linewidth=1)
         panel.annotate(

@@ -151,7 +151,7 @@ def test_without_the_plots_extra_the_table_is_printed_with_a_hint(tmp_path: Path
     [
         (["nope://x"], "kvrt cannot open nope:// URLs"),
         (["memory://", "--against", "oracle"], "--against takes reference and/or raw"),
-        (["memory://", "--callers", "0"], "is not a positive whole number"),
+        (["memory://", "--callers", "0"], "must be a positive whole number"),
     ],
 )
 def test_bad_usage_is_status_2(tmp_path: Path, args: list[str], said: str) -> None:

@@ -31,7 +31,7 @@ import msgspec
 
 import kvrt
 from kvrt import workload
-from kvrt.cli.commands import OK, Commands
+from kvrt.cli.commands import OK, Commands, positive_int
 from kvrt.cli.target import add_loop_option, described, failed, opened, secrets_in
 from kvrt.cli.target import run as run_on_loop
 from kvrt.errors import MissingExtraError
@@ -96,7 +96,7 @@ def add_commands(commands: Commands) -> None:
         help="also measure the reference's store (py-key-value-aio) and/or the raw driver for each URL's scheme",
     )
     bench.add_argument(
-        "--keys", type=_positive, default=10_000, metavar="N", help="keys per run, shared by its callers (10,000)"
+        "--keys", type=positive_int, default=10_000, metavar="N", help="keys per run, shared by its callers (10,000)"
     )
     bench.add_argument("--out", default="kvrt-bench", metavar="DIR", help="where results and charts go (./kvrt-bench)")
     add_loop_option(bench)
@@ -108,14 +108,8 @@ def run(args: argparse.Namespace) -> int:
     return run_on_loop(_bench, args)
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
-    return int(text)
-
-
 def _counts(text: str) -> tuple[int, ...]:
-    counts = tuple(sorted({_positive(part.strip()) for part in text.split(",") if part.strip()}))
+    counts = tuple(sorted({positive_int(part.strip()) for part in text.split(",") if part.strip()}))
     if not counts:
         raise argparse.ArgumentTypeError("--callers takes counts such as 1,4,16")
     return counts

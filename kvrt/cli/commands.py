@@ -18,3 +18,10 @@ UNAVAILABLE = 3
 """The backend could not be reached, or failed."""
 INTERRUPTED = 130
 """The exit status of a command stopped by Ctrl-C, as shells report it (128 + SIGINT)."""
+
+
+def positive_int(text: str) -> int:
+    """Read a count given on the command line: a whole number of at least 1 (argparse says so otherwise)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text!r}")
+    return int(text)

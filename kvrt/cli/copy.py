@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
-from kvrt.cli.commands import INTERRUPTED, OK, Commands
+from kvrt.cli.commands import INTERRUPTED, OK, Commands, positive_int
 from kvrt.cli.target import add_loop_option, opened, run
 from kvrt.transfer import DEFAULT_BATCH, CopySummary, copy
 from kvrt.urls import redacted
@@ -48,7 +48,10 @@ def add_commands(commands: Commands) -> None:
         help="copy only these collections (default: every collection the source lists)",
     )
     parser.add_argument(
-        "--batch", type=_positive, default=DEFAULT_BATCH, help=f"entries per read and write (default {DEFAULT_BATCH})"
+        "--batch",
+        type=positive_int,
+        default=DEFAULT_BATCH,
+        help=f"entries per read and write (default {DEFAULT_BATCH})",
     )
     parser.add_argument("--verbose", action="store_true", help="add the process's memory to the summary; log events")
     add_loop_option(parser)
@@ -58,12 +61,6 @@ def add_commands(commands: Commands) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run the copy on ``--loop``; return its exit status."""
     return run(_copy, args)
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text!r}")
-    return int(text)
 
 
 async def _copy(args: argparse.Namespace) -> int:
@@ -170,7 +167,18 @@ def _resident() -> int | None:
 
 
 def _peak_resident() -> int | None:
-    """Return the most resident memory this process has held, in bytes (``None`` where the system does not say)."""
+    """Return the most resident memory this process has held, in bytes (``None`` where the system does not say).
+
+    Linux's ``VmHWM`` first: ``getrusage``'s peak survives ``exec``, so a process started from a
+    larger one (``subprocess`` forks its parent) would report its parent's size as its own peak.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
     try:
         import resource
     except ImportError:
