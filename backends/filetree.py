@@ -42,7 +42,7 @@ from kvrt.backends.base import Backend, Capabilities
 from kvrt.backends.documents import expiry_of, header, is_live
 from kvrt.backends.names import hashed, is_hashed
 from kvrt.errors import PathSecurityError, StoreSetupError
-from kvrt.lanes import ThreadLane, lower_priority
+from kvrt.lanes import ThreadLane
 from kvrt.log import logger as _log
 
 _T = TypeVar("_T")
@@ -61,11 +61,6 @@ SYNCERS: Final = 8
 """Threads (the lane's and seven more) that fsync the files of one batch at once: ext4 on a virtual
 disk takes a batch of 64 in about 0.6 of the time of fsyncing them one after the other (8 to 16
 threads measured the same)."""
-
-NICENESS: Final = 10
-"""How far the lane's and the fsync threads' priority is lowered: on two cores, a batch's file system
-calls otherwise took the CPU from the event loop, which woke 1.5 to 3 ms later than under the memory
-backend's same load (bench/bench_filetree.py); lowered, it wakes as on the memory backend."""
 
 _TEMPORARY = re.compile(r"\.kvrt-(\d+)-[0-9a-f]+-\d+\.tmp")
 _READ = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
@@ -220,7 +215,7 @@ class FileTreeBackend(Backend):
         self.directory = Path(directory)
         self._root: str | None = None
         self._room = NAME_MAX
-        self._lane = ThreadLane(f"kvrt {self.name} lane", niceness=NICENESS)
+        self._lane = ThreadLane(f"kvrt {self.name} lane")
         self._syncers: ThreadPoolExecutor | None = None
         self._ready: set[str] = set()  # collection directories known to exist, as real directories
         self._token = secrets.token_hex(4)
@@ -259,9 +254,7 @@ class FileTreeBackend(Backend):
         self._ready.clear()
         self._next_cull = 0.0  # a first pass, for what a writer killed before this open left
         if self._syncers is None:
-            self._syncers = ThreadPoolExecutor(
-                SYNCERS - 1, f"kvrt {self.name} fsync", initializer=lower_priority, initargs=(NICENESS,)
-            )
+            self._syncers = ThreadPoolExecutor(SYNCERS - 1, thread_name_prefix=f"kvrt {self.name} fsync")
 
     async def close(self) -> None:
         """Drop the cull's place, end the fsync threads and the thread lane (joining them all)."""

@@ -9,10 +9,7 @@ first use and is joined when the backend closes it, and its calls run in the ord
 
 from __future__ import annotations
 
-import contextlib
-import os
 import queue
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -29,21 +26,6 @@ def _stop() -> None:
     """End the lane's thread (its last job) once its caller is woken."""
 
 
-def lower_priority(niceness: int) -> None:
-    """Set the calling thread's nice value ``niceness`` above the process's, so the event loop comes first for a CPU.
-
-    On a machine with few cores, a thread busy with system calls (file writes, fsyncs) otherwise
-    takes the CPU the event loop needs, and the loop wakes late. Counted from the process's (its
-    main thread's) value, so a thread made by a lowered thread, which inherits its value, ends the
-    same. Linux sets a nice value per thread; elsewhere it is per process, so nothing changes there.
-    """
-    if niceness <= 0 or sys.platform != "linux":
-        return
-    with contextlib.suppress(OSError):
-        base = os.getpriority(os.PRIO_PROCESS, os.getpid())
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(base + niceness, 19))
-
-
 def _call_soon() -> Callable[[Callable[[], Any]], Any]:
     """Return the thread-safe way to run a callback on the event loop running now (asyncio or trio)."""
     native: Any = anyio.lowlevel.current_token().native_token
@@ -52,15 +34,10 @@ def _call_soon() -> Callable[[Callable[[], Any]], Any]:
 
 
 class ThreadLane:
-    """A thread of one's own for blocking calls: started on first use, joined by :meth:`aclose`.
+    """A thread of one's own for blocking calls: started on first use, joined by :meth:`aclose`."""
 
-    ``niceness`` lowers the thread's priority (see :func:`lower_priority`), for a lane whose work
-    would otherwise compete with the event loop for a CPU.
-    """
-
-    def __init__(self, name: str, *, niceness: int = 0) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
-        self.niceness = niceness
         self._thread: threading.Thread | None = None
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
 
@@ -72,9 +49,7 @@ class ThreadLane:
         """
         if self._thread is None:
             self._jobs = queue.SimpleQueue()
-            self._thread = threading.Thread(
-                target=self._serve, args=(self._jobs, self.niceness), name=self.name, daemon=True
-            )
+            self._thread = threading.Thread(target=self._serve, args=(self._jobs,), name=self.name, daemon=True)
             self._thread.start()
         return await self._submit(self._jobs, call, args)
 
@@ -99,8 +74,7 @@ class ThreadLane:
         thread.join()  # its last job has run: the thread is returning
 
     @staticmethod
-    def _serve(jobs: queue.SimpleQueue[_Job], niceness: int) -> None:
-        lower_priority(niceness)
+    def _serve(jobs: queue.SimpleQueue[_Job]) -> None:
         while True:
             call, args, outcome, soon, wake = jobs.get()
             try:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,6 @@ import pytest
 from kvrt import Runtime
 from kvrt.backends.filetree import (
     INFO_SUFFIX,
-    NICENESS,
     FileTreeBackend,
     collection_directory,
     entry_file,
@@ -410,21 +407,3 @@ async def test_a_directory_that_cannot_be_made_is_a_setup_error(tmp_path: Path) 
     async with Runtime() as runtime:
         with pytest.raises(StoreSetupError, match="cannot create the directory"):
             await spawn(runtime, FileTreeBackend(tmp_path / "taken"))
-
-
-@pytest.mark.anyio
-@pytest.mark.skipif(sys.platform != "linux", reason="a nice value per thread is Linux's; elsewhere lanes keep theirs")
-async def test_the_lane_and_the_fsync_threads_yield_the_cpu_to_the_event_loop(tmp_path: Path) -> None:
-    def nice() -> int:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-    loop = nice()
-    backend = FileTreeBackend(tmp_path)
-    async with Runtime() as runtime:
-        handle = await runtime.spawn(backend)
-        await handle.put_many([f"k{n}" for n in range(16)], [{"n": n} for n in range(16)])
-        assert backend._syncers is not None
-        syncers = {backend._syncers.submit(nice).result() for _ in range(16)}
-        assert await backend._lane.run(nice) == min(loop + NICENESS, 19)
-        assert syncers == {min(loop + NICENESS, 19)}
-        assert nice() == loop

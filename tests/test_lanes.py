@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import os
-import sys
 import threading
 from pathlib import Path
 
@@ -101,20 +99,3 @@ async def test_a_closed_runtime_leaves_no_disk_thread_behind(tmp_path: Path, mak
         assert await store.get("k") == {"v": 1}
         assert set(threading.enumerate()) - before, "the backend works on a thread of its own"
     assert [thread.name for thread in set(threading.enumerate()) - before] == []
-
-
-def _nice() -> int:
-    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="a nice value per thread is Linux's; elsewhere lanes keep theirs")
-async def test_a_lane_with_niceness_yields_the_cpu_and_the_loop_keeps_its_priority() -> None:
-    loop = _nice()
-    lane, plain = ThreadLane("low lane", niceness=5), ThreadLane("plain lane")
-    try:
-        assert await lane.run(_nice) == min(loop + 5, 19)
-        assert await plain.run(_nice) == loop
-        assert _nice() == loop
-    finally:
-        await lane.aclose()
-        await plain.aclose()
