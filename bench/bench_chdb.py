@@ -11,45 +11,21 @@ reference runs one statement per call.
 
 from __future__ import annotations
 
-import tempfile
-import warnings
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from functools import partial
 
 import harness
-from harness import Subject, kvrt_memory, main
+from harness import kvrt_in_directory, main_against_reference, reference_in_directory
 from key_value.aio.stores.chdb import ChDBStore
 
-import kvrt
 from kvrt.backends.chdb import ChDBBackend
-from kvrt.handle import Handle
 
 harness.KEYS_PER_CALLER = {1: 2_000, 64: 100}
 
 
-@asynccontextmanager
-async def kvrt_chdb() -> AsyncIterator[Handle]:
-    with tempfile.TemporaryDirectory() as directory:
-        async with kvrt.Runtime() as runtime:
-            yield await runtime.spawn(ChDBBackend(directory))
-
-
-@asynccontextmanager
-async def reference_chdb() -> AsyncIterator[ChDBStore]:
-    with tempfile.TemporaryDirectory() as directory:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "A configured store is unstable")
-            store = ChDBStore(database_path=directory)
-        try:
-            yield store
-        finally:
-            await store.close()
-
-
 if __name__ == "__main__":
-    subjects: dict[str, Subject] = {
-        "kvrt": kvrt_chdb,
-        "reference": reference_chdb,
-        "kvrt's memory backend": kvrt_memory,
-    }
-    main("chDB: kvrt vs py-key-value-aio ChDBStore", subjects, "chdb")
+    main_against_reference(
+        "chDB: kvrt vs py-key-value-aio ChDBStore",
+        partial(kvrt_in_directory, ChDBBackend),
+        partial(reference_in_directory, lambda directory: ChDBStore(database_path=directory)),
+        "chdb",
+    )

@@ -6,45 +6,22 @@ python bench/bench_rocksdb.py --write        # also rewrite bench/RESULTS.md's r
 
 from __future__ import annotations
 
-import tempfile
 import warnings
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from functools import partial
 
-from harness import Subject, kvrt_memory, main
+from harness import kvrt_in_directory, main_against_reference, reference_in_directory
 
-import kvrt
 from kvrt.backends.rocksdb import RocksDBBackend
-from kvrt.handle import Handle
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from key_value.aio.stores.rocksdb import RocksDBStore
 
 
-@asynccontextmanager
-async def kvrt_rocksdb() -> AsyncIterator[Handle]:
-    with tempfile.TemporaryDirectory() as directory:
-        async with kvrt.Runtime() as runtime:
-            yield await runtime.spawn(RocksDBBackend(directory))
-
-
-@asynccontextmanager
-async def reference_rocksdb() -> AsyncIterator[RocksDBStore]:
-    with tempfile.TemporaryDirectory() as directory:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "A configured store is unstable"
-            store = RocksDBStore(path=directory)
-        try:
-            yield store
-        finally:
-            await store.close()
-
-
 if __name__ == "__main__":
-    subjects: dict[str, Subject] = {
-        "kvrt": kvrt_rocksdb,
-        "reference": reference_rocksdb,
-        "kvrt's memory backend": kvrt_memory,
-    }
-    main("RocksDB: kvrt vs py-key-value-aio RocksDBStore", subjects, "rocksdb")
+    main_against_reference(
+        "RocksDB: kvrt vs py-key-value-aio RocksDBStore",
+        partial(kvrt_in_directory, RocksDBBackend),
+        partial(reference_in_directory, lambda directory: RocksDBStore(path=directory)),
+        "rocksdb",
+    )

@@ -17,6 +17,8 @@ import argparse
 import gc
 import platform
 import sys
+import tempfile
+import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ import anyio
 
 import kvrt
 from kvrt import workload
+from kvrt.backends.base import Backend
 from kvrt.backends.memory import MemoryBackend
 from kvrt.handle import Handle
 from kvrt.workload import Run
@@ -45,6 +48,34 @@ async def kvrt_memory() -> AsyncIterator[Handle]:
     """kvrt's memory backend: the same runtime and load without I/O (what callers' own work stalls the loop by)."""
     async with kvrt.Runtime() as runtime:
         yield await runtime.spawn(MemoryBackend(max_entries_per_collection=1_000_000))
+
+
+@asynccontextmanager
+async def kvrt_in_directory(backend: Callable[[Path], Backend]) -> AsyncIterator[Handle]:
+    """kvrt over the backend ``backend`` makes in a fresh temporary directory, removed after."""
+    with tempfile.TemporaryDirectory() as directory:
+        async with kvrt.Runtime() as runtime:
+            yield await runtime.spawn(backend(Path(directory)))
+
+
+@asynccontextmanager
+async def reference_in_directory(store: Callable[[Path], Any]) -> AsyncIterator[Any]:
+    """The reference's store ``store`` makes in a fresh temporary directory: closed (where it can be), removed after."""
+    with tempfile.TemporaryDirectory() as directory:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "A configured store is unstable")
+            made = store(Path(directory))
+        try:
+            yield made
+        finally:
+            close = getattr(made, "close", None)
+            if close is not None:  # the file tree holds nothing open between calls
+                await close()
+
+
+def main_against_reference(title: str, kvrt_subject: Subject, reference: Subject, section_name: str) -> None:
+    """Run :func:`main` with kvrt, the reference and kvrt's memory backend (the stall baseline) as subjects."""
+    main(title, {"kvrt": kvrt_subject, "reference": reference, "kvrt's memory backend": kvrt_memory}, section_name)
 
 
 @dataclass
