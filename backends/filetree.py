@@ -14,7 +14,9 @@ directory, every file of the batch is fsynced, renamed over its entry, and the d
 once, before the batch is acknowledged. A reader never sees half a file, and a killed process
 leaves only temporary files (``.kvrt-{pid}-*.tmp``, never read as entries), which culling removes
 once their writer is gone. All of it blocks, so it runs on the backend's thread lane, one hop per
-batch (the fsyncs of a batch's files overlap on a few threads of the backend's own).
+batch (the fsyncs of a batch's files overlap on a few threads of the backend's own); between a
+batch's files the lane yields its CPU, so an event loop woken on that CPU runs within a file's time
+(:func:`kvrt.lanes.yield_cpu`).
 
 Culling reads every file's expiry, so a pass runs only once something is due: the soonest expiry
 the last pass saw or a write made since, the first after opening, and at least hourly.
@@ -42,7 +44,7 @@ from kvrt.backends.base import Backend, Capabilities
 from kvrt.backends.documents import expiry_of, header, is_live
 from kvrt.backends.names import hashed, is_hashed
 from kvrt.errors import PathSecurityError, StoreSetupError
-from kvrt.lanes import ThreadLane
+from kvrt.lanes import ThreadLane, yield_cpu
 from kvrt.log import logger as _log
 
 _T = TypeVar("_T")
@@ -364,6 +366,7 @@ class FileTreeBackend(Backend):
                     temporaries.append(path)
                     descriptors.append(fd)
                     _write_all(fd, data)
+                    yield_cpu()
                 self._fsync_all(descriptors)
             finally:
                 for fd in descriptors:
@@ -371,6 +374,7 @@ class FileTreeBackend(Backend):
             for (target, _), temporary in zip(files, temporaries, strict=True):
                 os.replace(temporary, target)
                 renamed += 1
+                yield_cpu()
         except BaseException:
             for temporary in temporaries[renamed:]:
                 _unlink(temporary)
@@ -391,6 +395,7 @@ class FileTreeBackend(Backend):
         for key in keys:
             read = _read(self._entry_path(directory, key))
             found.append(read[0] if read is not None and is_live(read[0], now) else None)
+            yield_cpu()
         return found
 
     async def put_many(
@@ -442,6 +447,7 @@ class FileTreeBackend(Backend):
             path = self._entry_path(directory, key)
             read = _read(path)
             gone = read is not None and _unlink(path)
+            yield_cpu()
             unlinked = unlinked or gone
             removed.append(gone and read is not None and is_live(read[0], now))
         if unlinked:
@@ -626,6 +632,7 @@ class FileTreeBackend(Backend):
         removed = temporaries = 0
         done = False
         for _ in range(max(budget, 1)):
+            yield_cpu()
             if self._cull_files is None:  # between directories: the next one in the tree
                 entry = next(self._cull_root, None)
                 if entry is None:

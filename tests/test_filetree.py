@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import anyio
 import pytest
 
 from kvrt import Runtime
+from kvrt.backends import filetree
 from kvrt.backends.filetree import (
     INFO_SUFFIX,
     FileTreeBackend,
@@ -407,3 +409,25 @@ async def test_a_directory_that_cannot_be_made_is_a_setup_error(tmp_path: Path) 
     async with Runtime() as runtime:
         with pytest.raises(StoreSetupError, match="cannot create the directory"):
             await spawn(runtime, FileTreeBackend(tmp_path / "taken"))
+
+
+@pytest.mark.anyio
+async def test_a_batch_yields_the_lanes_cpu_between_its_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between a batch's files the lane lets a thread waiting for its CPU run: the event loop's above all."""
+    threads: list[str] = []
+    monkeypatch.setattr(filetree, "yield_cpu", lambda: threads.append(threading.current_thread().name))
+    backend = FileTreeBackend(tmp_path / "tree")
+    await backend.open()
+    try:
+        await backend.put_many("c", ["first"], [_document("first", "c", {})], [None])  # and the metadata file
+        threads.clear()
+        keys = [f"k{i}" for i in range(10)]
+        await backend.put_many("c", keys, [_document(key, "c", {}) for key in keys], [None] * len(keys))
+        assert len(threads) == 2 * len(keys), "once after each file is written, once after each is renamed"
+        assert set(threads) == {backend._lane.name}, "only the lane's own thread yields"
+        for batch in (backend.get_many("c", keys), backend.delete_many("c", keys)):
+            threads.clear()
+            assert len(await batch) == len(keys)
+            assert len(threads) == len(keys), "once after each file read or removed"
+    finally:
+        await backend.close()
