@@ -28,6 +28,7 @@ from kvrt import plots
 from kvrt.workload import Results
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.typing import LineStyleType
 
 HERE = Path(__file__).resolve().parent
@@ -138,21 +139,20 @@ def draw_ratios(found: list[Comparison], out: Path) -> Path:
     chart, axes = plots.figure(1, 2, width=6.0, height=0.42 * len(found) + 1.2)
     for panel, callers in zip(axes[0], (1, 64), strict=True):
         rows = [c for c in found if (callers, "put") in c.ratio]
-        positions = list(range(len(rows)))
-        for offset, (op, colour) in zip((-0.2, 0.2), _OPS.items(), strict=True):
+        bars = {}
+        for op, colour in _OPS.items():
             values = [c.ratio.get((callers, op), 0.0) for c in rows]
-            bars = panel.barh([p + offset for p in positions], values, height=0.4, color=colour, label=f"{op}s")
-            plots.annotate_bars(panel, bars, [f"{v:.2f}x" for v in values])
+            bars[f"{op}s"] = (colour, values, [f"{v:.2f}x" for v in values])
+        _paired_bars(
+            panel,
+            [c.backend for c in rows],
+            bars,
+            ticks={tick: f"{tick:g}x" for tick in (0.1, 0.3, 1, 3, 10, 30, 100)},
+            xlim=(0.08, 150),
+            xlabel="kvrt ops/s ÷ reference ops/s (log; right of 1 = kvrt faster)",
+            heading=f"{callers} caller{'s' if callers > 1 else ''}",
+        )
         panel.axvline(1.0, color="black", linewidth=1)
-        panel.set_xscale("log")
-        panel.set_xlim(0.08, 150)
-        ticks = [0.1, 0.3, 1, 3, 10, 30, 100]
-        panel.set_xticks(ticks, [f"{tick:g}x" for tick in ticks])
-        panel.set_yticks(positions, [c.backend for c in rows])
-        panel.invert_yaxis()
-        panel.set_xlabel("kvrt ops/s ÷ reference ops/s (log; right of 1 = kvrt faster)")
-        panel.set_title(f"{callers} caller{'s' if callers > 1 else ''}", fontsize=11)
-        panel.grid(True, axis="x", alpha=0.3)
     chart.suptitle("kvrt vs py-key-value-aio, same process and event loop (bench/RESULTS.md)", fontsize=12)
     plots.legend(chart, plots.key({f"{op}s": colour for op, colour in _OPS.items()}, {}))
     return plots.save(chart, out / "ratios.png")
@@ -162,27 +162,50 @@ def draw_stalls(found: list[Comparison], out: Path) -> Path:
     chart, axes = plots.figure(1, 2, width=6.0, height=0.42 * len(found) + 1.2)
     for panel, op in zip(axes[0], _OPS, strict=True):
         rows = [c for c in found if (64, op) in c.kvrt_stall]
-        positions = list(range(len(rows)))
-        for offset, (name, colour, column) in zip(
-            (-0.2, 0.2),
-            (("kvrt", "tab:blue", "kvrt_stall"), ("reference", "tab:orange", "reference_stall")),
-            strict=True,
+        bars = {}
+        for name, colour, column in (
+            ("kvrt", "tab:blue", "kvrt_stall"),
+            ("reference", "tab:orange", "reference_stall"),
         ):
             values = [max(getattr(c, column)[(64, op)], 0.01) for c in rows]
-            bars = panel.barh([p + offset for p in positions], values, height=0.4, color=colour, label=name)
-            plots.annotate_bars(panel, bars, [f"{v:,.1f}" for v in values])
-        panel.set_xscale("log")
-        panel.set_xlim(0.3, 60_000)
-        ticks = [1, 10, 100, 1_000, 10_000]
-        panel.set_xticks(ticks, [f"{tick:,} ms" for tick in ticks])
-        panel.set_yticks(positions, [c.backend for c in rows])
-        panel.invert_yaxis()
-        panel.set_xlabel("worst stall of the host loop (log)")
-        panel.set_title(f"64 callers, {op}s", fontsize=11)
-        panel.grid(True, axis="x", alpha=0.3)
+            bars[name] = (colour, values, [f"{v:,.1f}" for v in values])
+        _paired_bars(
+            panel,
+            [c.backend for c in rows],
+            bars,
+            ticks={tick: f"{tick:,} ms" for tick in (1, 10, 100, 1_000, 10_000)},
+            xlim=(0.3, 60_000),
+            xlabel="worst stall of the host loop (log)",
+            heading=f"64 callers, {op}s",
+        )
     chart.suptitle("How late a task sleeping 1 ms woke while each ran (bench/RESULTS.md)", fontsize=12)
     plots.legend(chart, plots.key({"kvrt": "tab:blue", "reference": "tab:orange"}, {}))
     return plots.save(chart, out / "stalls.png")
+
+
+def _paired_bars(
+    panel: Axes,
+    labels: list[str],
+    bars: dict[str, tuple[str, list[float], list[str]]],
+    *,
+    ticks: dict[float, str],
+    xlim: tuple[float, float],
+    xlabel: str,
+    heading: str,
+) -> None:
+    """Draw two horizontal bars per label (name -> colour, values, texts) on a log x axis."""
+    positions = list(range(len(labels)))
+    for offset, (name, (colour, values, texts)) in zip((-0.2, 0.2), bars.items(), strict=True):
+        drawn = panel.barh([p + offset for p in positions], values, height=0.4, color=colour, label=name)
+        plots.annotate_bars(panel, drawn, texts)
+    panel.set_xscale("log")
+    panel.set_xlim(*xlim)
+    panel.set_xticks(list(ticks), list(ticks.values()))
+    panel.set_yticks(positions, labels)
+    panel.invert_yaxis()
+    panel.set_xlabel(xlabel)
+    panel.set_title(heading, fontsize=11)
+    panel.grid(True, axis="x", alpha=0.3)
 
 
 def draw_scaling(loop: str, table: Table, out: Path) -> Path:

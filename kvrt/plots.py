@@ -138,17 +138,14 @@ def _header(chart: Figure, what: str, results: Results) -> None:
 
 
 def _throughput(by_backend: dict[str, list[Measured]], results: Results) -> Figure:
-    chart, axes = _grid(len(by_backend))
-    for index, (backend, measured) in enumerate(by_backend.items()):
-        panel = _panel(axes, index)
-        _plot_ops(panel, measured, _subjects(by_backend), lambda run: run.ops_per_second)
-        log_axis(panel, engineering=True)
-        callers_axis(panel, sorted({m.run.callers for m in measured}))
-        panel.set_ylabel("operations per second")
-        panel.set_title(title(backend), fontsize=10)
-    _header(chart, "Throughput: kvrt vs the reference's store vs the raw driver", results)
-    legend(chart, key(_subjects(by_backend), OP_STYLES))
-    return chart
+    return _ops_chart(
+        by_backend,
+        results,
+        lambda run: run.ops_per_second,
+        ylabel="operations per second",
+        heading="Throughput: kvrt vs the reference's store vs the raw driver",
+        engineering=True,
+    )
 
 
 def _latency(by_backend: dict[str, list[Measured]], results: Results) -> Figure:
@@ -185,20 +182,41 @@ def _plot_ops(panel: Axes, measured: list[Measured], subjects: dict[str, str], f
 
 
 def _stall(by_backend: dict[str, list[Measured]], results: Results) -> Figure:
+    return _ops_chart(
+        by_backend,
+        results,
+        lambda run: max(run.worst_stall_ms, 0.01),  # log: no zero
+        ylabel="worst host-loop stall (ms)",
+        heading="Host loop's worst stall: how late a task sleeping 1 ms woke",
+        floor=max(results.idle_stall_ms, 0.01),
+    )
+
+
+def _ops_chart(
+    by_backend: dict[str, list[Measured]],
+    results: Results,
+    figure: Callable[[Run], float],
+    *,
+    ylabel: str,
+    heading: str,
+    engineering: bool = False,
+    floor: float | None = None,
+) -> Figure:
+    """Draw a panel per backend of ``figure`` against callers, a line per subject and op, over ``floor``."""
     chart, axes = _grid(len(by_backend))
     for index, (backend, measured) in enumerate(by_backend.items()):
         panel = _panel(axes, index)
-        _plot_ops(panel, measured, _subjects(by_backend), lambda run: max(run.worst_stall_ms, 0.01))  # log: no zero
-        floor = max(results.idle_stall_ms, 0.01)
-        panel.axhline(floor, color="black", linestyle=(0, (1, 3)), linewidth=1)
-        panel.annotate(
-            "idle loop", (0.99, floor), xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize=8
-        )
-        log_axis(panel)
+        _plot_ops(panel, measured, _subjects(by_backend), figure)
+        if floor is not None:
+            panel.axhline(floor, color="black", linestyle=(0, (1, 3)), linewidth=1)
+            panel.annotate(
+                "idle loop", (0.99, floor), xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize=8
+            )
+        log_axis(panel, engineering=engineering)
         callers_axis(panel, sorted({m.run.callers for m in measured}))
-        panel.set_ylabel("worst host-loop stall (ms)")
+        panel.set_ylabel(ylabel)
         panel.set_title(title(backend), fontsize=10)
-    _header(chart, "Host loop's worst stall: how late a task sleeping 1 ms woke", results)
+    _header(chart, heading, results)
     legend(chart, key(_subjects(by_backend), OP_STYLES))
     return chart
 
