@@ -1,10 +1,14 @@
 """Real Redis servers failing under load: a server killed and restarted 3 s later on the same port,
-a cluster primary killed (its replica takes over), and a cluster slot resharded to another primary.
+a cluster primary killed (its replica takes over), a cluster slot resharded to another primary,
+and a cluster node frozen while it is introduced.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +171,31 @@ async def test_a_cluster_primary_killed_fails_over_and_puts_resume() -> None:
             assert strangers == [], "every error a caller sees is a kvrt error"
             keys = list(after_kill)
             assert await store.get_many(keys) == [after_kill[key] for key in keys], "writes after the kill read back"
+
+
+def test_a_cluster_forms_though_a_node_stalls_through_its_handshake(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node frozen for longer than the node timeout while it is introduced is introduced again.
+
+    Its first introduction times out and is forgotten; unless it is sent again the cluster never forms.
+    """
+    started: list[RedisProcess] = []
+    start = RedisProcess.start
+
+    def start_and_freeze_the_last(node: RedisProcess) -> None:
+        start(node)
+        started.append(node)
+        if len(started) == 6:
+            assert node.process is not None
+            os.kill(node.process.pid, signal.SIGSTOP)
+            threading.Timer(1.5, os.kill, (node.process.pid, signal.SIGCONT)).start()
+
+    monkeypatch.setattr(RedisProcess, "start", start_and_freeze_the_last)
+    with redis_cluster(redis_binary(), replicas=1, node_timeout_ms=1000) as nodes:
+        client: Any = redis.Redis(port=nodes[0].port)
+        try:
+            assert len(client.execute_command("CLUSTER NODES")) == 6
+        finally:
+            client.close()
 
 
 async def test_a_slot_moved_between_primaries_under_load_loses_nothing() -> None:
