@@ -267,6 +267,9 @@ class _Fixtures:
     """Tests this backend is known to fail, by name (``"test_x"``, or ``"test_x[param]"`` for one
     parameter), each with why. They run as strict expected failures: a fix makes them fail loudly."""
 
+    listed_keys: ClassVar[int] = 2500
+    """How many keys the listing test writes: more than one page of the backend's listing."""
+
     @pytest.fixture(autouse=True)
     def _known_deviation(self, request: pytest.FixtureRequest) -> None:
         """Mark this test an expected failure if :attr:`deviations` names it."""
@@ -670,8 +673,8 @@ class BehaviourSuite(ValidationSuite):
     async def test_keys_are_complete_and_limited_on_request(self, store: Handle) -> None:
         if not isinstance(store, AsyncEnumerateKeysProtocol):
             pytest.skip("this backend offers no keys()")
-        names = [f"key-{i:05}" for i in range(2500)]
-        await store.put_many(names, [{"i": i} for i in range(2500)], collection="many")
+        names = [f"key-{i:05}" for i in range(self.listed_keys)]
+        await store.put_many(names, [{"i": i} for i in range(self.listed_keys)], collection="many")
         assert sorted(await store.keys("many")) == names
         limited = await store.keys("many", limit=10)
         assert len(limited) == 10 and set(limited) <= set(names)
