@@ -368,7 +368,8 @@ class PostgreSQLBackend(Backend):
         :meth:`close`: a connection given back to an asyncpg pool is reset there, a round trip of
         its own, which would double what a lone caller waits. One that fails other than by the
         server's refusal of the statement (a lost connection, a call cut off) is terminated, and the
-        pool makes a new one.
+        pool makes a new one. A connection its server ended means the server ended the others too (a
+        restart, terminated sessions): all are replaced, or the next call would take one on its way out.
         """
         idle = self._idle
         while idle:
@@ -376,21 +377,37 @@ class PostgreSQLBackend(Backend):
             if _alive(connection):
                 break
             _discard(connection)
+            await self._replace_connections()
         else:
             connection = await self._pool.acquire()
         try:
             result = await (connection.fetch(sql, *args) if fetch else connection.execute(sql, *args))
         except asyncpg.PostgresError as exc:
-            if is_transient(exc):
-                _discard(connection)
-            else:  # the statement was refused; the connection is as good as before
+            if not is_transient(exc):  # the statement was refused; the connection is as good as before
                 idle.append(connection)
+                raise
+            _discard(connection)
+            if _lost(exc):
+                await self._replace_connections()
             raise
-        except BaseException:
+        except Exception as exc:
+            _discard(connection)
+            if is_transient(exc):
+                await self._replace_connections()
+            raise
+        except BaseException:  # cut off mid-call: that connection is out of step
             _discard(connection)
             raise
         idle.append(connection)
         return result
+
+    async def _replace_connections(self) -> None:
+        """Terminate the connections kept, and have the pool replace the ones it holds on their next use."""
+        kept = self._idle[:]
+        self._idle.clear()
+        for connection in kept:
+            _discard(connection)
+        await self._pool.expire_connections()
 
     async def close(self) -> None:
         """Give back the connections kept, and close the pool if kvrt made it (a pool the user gave stays open)."""
@@ -501,6 +518,11 @@ def _passwords(url: str | None) -> list[str]:
     parts = urlsplit(url)
     found = [parts.password] if parts.password else []
     return found + [value for name, value in parse_qsl(parts.query) if name == "password" and value]
+
+
+def _lost(error: asyncpg.PostgresError) -> bool:
+    """Whether the server's ``error`` says it ended the connection, not that it refused the transaction."""
+    return str(error.sqlstate or "")[:2] in ("08", "57")
 
 
 def _alive(connection: Any) -> bool:

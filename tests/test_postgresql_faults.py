@@ -156,6 +156,7 @@ async def test_a_kept_connection_the_server_ended_is_replaced_before_it_is_used(
     try:
         await backend.put_many("c", ["k"], [b'{"value": {"v": 1}}'], [None])
         (kept,) = backend._idle
+        assert backend.pool.get_idle_size() == 1, "the pool holds another, made to create the table: it ends too"
         ended = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'kvrt-kept'"
         assert await anyio.to_thread.run_sync(target.sql, ended)
         with anyio.fail_after(5):
