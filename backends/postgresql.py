@@ -382,17 +382,12 @@ class PostgreSQLBackend(Backend):
             connection = await self._pool.acquire()
         try:
             result = await (connection.fetch(sql, *args) if fetch else connection.execute(sql, *args))
-        except asyncpg.PostgresError as exc:
-            if not is_transient(exc):  # the statement was refused; the connection is as good as before
-                idle.append(connection)
+        except Exception as exc:
+            if isinstance(exc, asyncpg.PostgresError) and not is_transient(exc):
+                idle.append(connection)  # the statement was refused; the connection is as good as before
                 raise
             _discard(connection)
-            if _lost(exc):
-                await self._replace_connections()
-            raise
-        except Exception as exc:
-            _discard(connection)
-            if is_transient(exc):
+            if is_transient(exc) and _lost(exc):
                 await self._replace_connections()
             raise
         except BaseException:  # cut off mid-call: that connection is out of step
@@ -520,9 +515,11 @@ def _passwords(url: str | None) -> list[str]:
     return found + [value for name, value in parse_qsl(parts.query) if name == "password" and value]
 
 
-def _lost(error: asyncpg.PostgresError) -> bool:
-    """Whether the server's ``error`` says it ended the connection, not that it refused the transaction."""
-    return str(error.sqlstate or "")[:2] in ("08", "57")
+def _lost(error: BaseException) -> bool:
+    """Whether a transient ``error`` means the connection is gone, not that the server refused a transaction."""
+    if isinstance(error, asyncpg.PostgresError):
+        return str(error.sqlstate or "")[:2] in ("08", "57")
+    return True
 
 
 def _alive(connection: Any) -> bool:

@@ -243,10 +243,7 @@ def redis_cluster(
                 first, last = index * slots // masters, (index + 1) * slots // masters - 1
                 client.execute_command("CLUSTER ADDSLOTSRANGE", first, last)
             addresses = list(zip(nodes[1:], buses[1:], strict=True))
-            _wait_for(
-                lambda: _meet(clients[0], addresses) and all(_cluster_ready(client, len(nodes)) for client in clients),
-                "cluster_state:ok",
-            )
+            _wait_for(lambda: _formed(clients, addresses), "cluster_state:ok")
             for index, client in enumerate(clients[masters:]):
                 primary = clients[index // replicas].execute_command("CLUSTER MYID")
                 _wait_for(lambda c=client, p=primary: _replicates(c, p), "a replica to attach")
@@ -268,17 +265,18 @@ def _wait_for(condition: Any, what: str, within: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-def _meet(client: Any, addresses: list[tuple[RedisProcess, int]]) -> bool:
-    """Introduce to ``client`` every node it does not know; say True.
+def _formed(clients: list[Any], addresses: list[tuple[RedisProcess, int]]) -> bool:
+    """Introduce to the first node each node it does not know; say whether every node sees the whole cluster.
 
-    Sent again on each poll because a node forgets a handshake that takes longer than the node
+    Introduced again on each poll because a node forgets a handshake that takes longer than the node
     timeout, and on a loaded machine a 1 s timeout is reached: the cluster would never form.
     """
-    known = {int(str(address).split("@")[0].rsplit(":", 1)[1]) for address in client.execute_command("CLUSTER NODES")}
+    first = clients[0]
+    known = {int(str(address).split("@")[0].rsplit(":", 1)[1]) for address in first.execute_command("CLUSTER NODES")}
     for node, bus in addresses:
         if node.port not in known:
-            client.execute_command("CLUSTER MEET", "127.0.0.1", node.port, bus)
-    return True
+            first.execute_command("CLUSTER MEET", "127.0.0.1", node.port, bus)
+    return all(_cluster_ready(client, len(clients)) for client in clients)
 
 
 def _replicates(client: Any, primary: bytes | str) -> bool:
